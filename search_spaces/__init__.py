@@ -1,0 +1,25 @@
+"""The hybrid search space: `ArchSpec` and its validation, the space and its sampling, the mixers, the backbone
+builder (timm conventions), reference architectures, and FLOPs/params through fvcore.
+
+Importing this package registers the reference architectures with timm as ``hnas_<name>``.
+"""
+from __future__ import annotations
+
+from search_spaces.backbone import HybridBackbone, build_model
+from search_spaces.flops import count_flops, count_params, module_flops
+from search_spaces.reference import REFERENCE_ARCHS, TINY_ARCHS
+from search_spaces.registry import MODEL_PREFIX, register_arch
+from search_spaces.space import CIFAR_SPACE, DEFAULT_SPACE, SearchSpace, sample_arch
+from search_spaces.spec import (
+    MIXER_TYPES, SCHEMA_VERSION, ArchSpec, ConvMixer, DownsampleSpec, HeadSpec, LinearMixer, MixerSpec, QnAMixer,
+    SingleHeadMixer, SpecError, StageSpec, StemSpec, StripMixer, WindowMixer,
+)
+
+__all__ = [
+    "ArchSpec", "StemSpec", "StageSpec", "DownsampleSpec", "HeadSpec", "MixerSpec", "MIXER_TYPES", "SCHEMA_VERSION",
+    "ConvMixer", "WindowMixer", "LinearMixer", "SingleHeadMixer", "StripMixer", "QnAMixer", "SpecError",
+    "SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "sample_arch",
+    "HybridBackbone", "build_model", "register_arch", "MODEL_PREFIX",
+    "REFERENCE_ARCHS", "TINY_ARCHS",
+    "count_flops", "count_params", "module_flops",
+]
