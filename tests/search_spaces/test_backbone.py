@@ -69,3 +69,24 @@ def test_compat_import_works_in_a_fresh_interpreter() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("3")
+
+
+@pytest.mark.parametrize("name", ["tiny_window", "tiny_linear", "tiny_single_head", "tiny_strip"])
+def test_whole_network_on_triton_kernels_matches_reference(name: str, monkeypatch) -> None:
+    import importlib
+    calls = []
+    for op in ("window_attention", "linear_attention", "single_head_attention", "strip_attention"):
+        module = importlib.import_module(f"kernels.{op}.triton_kernel")
+        original = getattr(module, f"{op}_triton")
+        monkeypatch.setattr(module, f"{op}_triton",
+                            lambda *args, _op=op, _fn=original: calls.append(_op) or _fn(*args))
+    torch.manual_seed(0)
+    model = build_model(TINY_ARCHS[name]).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        monkeypatch.setenv("HYBRID_NAS_KERNELS", "torch")
+        reference = model(x)
+        monkeypatch.setenv("HYBRID_NAS_KERNELS", "triton")
+        triton_out = model(x)
+    torch.testing.assert_close(triton_out, reference, atol=1e-4, rtol=1e-4)
+    assert calls and set(calls) <= {name.replace("tiny_", "") + "_attention", "window_attention"}
