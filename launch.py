@@ -2,9 +2,11 @@
 
     python launch.py archs [--resolution 224] [--names swin_t_like ...]   params / GFLOPs of the reference archs
     python launch.py check SPEC.json [--resolution 224]                    validate an ArchSpec file, show its cost
+    python launch.py measure --target cpu [--archs 50]                     build / refresh a latency table here
+    python launch.py latency SPEC.json --target a100                       predicted latency with its breakdown
 
-The search itself (``python launch.py --target a100 --budget 5ms``), ``measure``, ``dashboard`` and ``export``
-arrive with the latency tables and the search orchestration. Errors print one line and exit with status 2.
+The search itself (``python launch.py --target a100 --budget 5ms``), ``dashboard`` and ``export`` arrive with the
+search orchestration. Errors print one line and exit with status 2.
 """
 from __future__ import annotations
 
@@ -52,6 +54,86 @@ def cmd_check(args: argparse.Namespace) -> None:
     print(_cost_row(spec.name or path.stem, spec, args.resolution))
 
 
+def _read_spec(path_text: str):
+    from search_spaces import ArchSpec, SpecError
+    path = Path(path_text)
+    try:
+        return ArchSpec.from_json(path.read_text())
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    except SpecError as error:
+        raise UsageError(f"{path}: {error}") from None
+
+
+def _open_table(args: argparse.Namespace):
+    from latency_tables.estimate import EstimationError
+    from latency_tables.predict import open_table
+    from latency_tables.storage import LatencyDBError
+    from latency_tables.targets import UnknownTargetError
+    try:
+        return open_table(args.target, db=args.latency_db, batch=args.batch, resolution=args.resolution,
+                          dtype=args.dtype)
+    except (UnknownTargetError, LatencyDBError, EstimationError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
+def cmd_measure(args: argparse.Namespace) -> None:
+    from latency_tables.blocks import decompose, space_blocks
+    from latency_tables.storage import LatencyDBError
+    from latency_tables.targets import TargetUnavailableError, current_device_string
+    from search_spaces import DEFAULT_SPACE, REFERENCE_ARCHS
+    table = _open_table(args)
+    try:
+        current_device_string(table.target)  # refuse before any work on a machine without the target's device
+    except TargetUnavailableError as error:
+        raise UsageError(str(error)) from None
+    resolution = table.settings.resolution
+    if args.archs is None:
+        blocks = space_blocks(DEFAULT_SPACE, resolution)
+        scope = "every block of the space"
+    else:
+        specs = list(REFERENCE_ARCHS.values()) + _sample_specs(args.archs, args.seed)
+        blocks = [block for spec in specs for block in decompose(spec, resolution)]
+        scope = f"the blocks of the reference archs and {args.archs} sampled ones (seed {args.seed})"
+    missing = len(table.missing(blocks))
+    print(f"{args.target} table {table.db.url}: {len(table.entries())} entries; measuring {missing} missing "
+          f"of {scope} (batch {table.settings.batch}, {resolution}x{resolution}, {table.settings.dtype})")
+    try:
+        measured = table.measure_missing(blocks)
+    except (TargetUnavailableError, LatencyDBError) as error:
+        raise UsageError(str(error)) from None
+    print(f"measured {measured} entries; the table now has {len(table.entries())}")
+    if args.networks:
+        networks = _sample_specs(args.networks, args.seed + 1000)
+        fit = table.fit_correction(networks)
+        print(f"additivity correction from {fit.networks} networks measured end to end: network = "
+              f"{fit.scale:.3f} x sum(blocks) + {fit.per_block_ms:.4f} ms x blocks (median |error| "
+              f"{fit.median_abs_err_before:.1%} -> {fit.median_abs_err_after:.1%})")
+
+
+def _sample_specs(count: int, seed: int) -> list:
+    """`count` architectures sampled uniformly from the default space."""
+    import optuna
+    from search_spaces import DEFAULT_SPACE, sample_arch
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    specs = []
+    for _ in range(count):
+        trial = study.ask()
+        specs.append(sample_arch(trial, DEFAULT_SPACE))
+        study.tell(trial, 0.0)
+    return specs
+
+
+def cmd_latency(args: argparse.Namespace) -> None:
+    spec = _read_spec(args.spec)
+    prediction = _open_table(args).predict(spec)
+    print(f"{prediction.latency_ms:.3f} ms on {prediction.target} — {prediction.source}")
+    for stage in prediction.stages:
+        print(f"  {stage.name:<8} {stage.latency_ms:9.3f} ms  ({stage.measured_blocks} measured, "
+              f"{stage.estimated_blocks} estimated blocks)")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -78,7 +160,29 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("spec", help="path of an ArchSpec JSON file (as written by ArchSpec.to_json)")
     check.add_argument("--resolution", type=_positive_int, default=224, help="square input size in pixels")
     check.set_defaults(run=cmd_check)
+    measure = commands.add_parser("measure", help="measure the missing entries of a latency table on this machine")
+    _table_flags(measure)
+    measure.add_argument("--archs", type=_positive_int, help="only the blocks of the reference architectures and "
+                         "this many sampled ones (default: every block of the space, which takes hours on a CPU)")
+    measure.add_argument("--seed", type=int, default=0, help="seed of the sampled architectures (with --archs)")
+    measure.add_argument("--networks", type=int, default=20, help="networks (sampled with seed + 1000) to measure "
+                         "end to end to fit the table's additivity correction; 0 skips it")
+    measure.set_defaults(run=cmd_measure)
+    latency = commands.add_parser("latency", help="predicted latency of an ArchSpec file with its breakdown")
+    latency.add_argument("spec", help="path of an ArchSpec JSON file")
+    _table_flags(latency)
+    latency.set_defaults(run=cmd_latency)
     return parser
+
+
+def _table_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", required=True, help="latency target: cpu, a100, h100, h200, l4, a10g, t4, "
+                        "rtx3090, rtx4090, rtx5090")
+    parser.add_argument("--latency-db", help="SQLAlchemy URL or sqlite path of the table (default: the table "
+                        "shipped in latency_tables/data/<target>.sqlite)")
+    parser.add_argument("--batch", type=_positive_int, help="batch size (default 1)")
+    parser.add_argument("--resolution", type=_positive_int, help="square input size in pixels (default 224)")
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="default: bf16 on GPUs, fp32 on cpu")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,9 @@ class HybridStage(nn.Module):
                                       for i, rate in enumerate(drop_path_rates)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nchw(self.blocks(self.downsample(nhwc(x))))
+        # Contiguous NHWC in: a no-op after channels-last layers, one copy after an NCHW stem. Blocks then see
+        # the layout they are timed with in the latency tables.
+        return nchw(self.blocks(self.downsample(nhwc(x).contiguous())))
 
 
 class HybridBackbone(nn.Module):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import launch
-from search_spaces import TINY_ARCHS
+from search_spaces import REFERENCE_ARCHS, TINY_ARCHS
 
 
 def test_archs_prints_params_and_gflops(capsys) -> None:
@@ -44,3 +44,46 @@ def test_check_rejects_an_invalid_spec_with_the_field(tmp_path, capsys) -> None:
     path.write_text(json.dumps(data))
     assert launch.main(["check", str(path)]) == 2
     assert "stages[1].mixer.num_heads: width 64 is not divisible by 7 heads" in capsys.readouterr().err
+
+
+def test_latency_of_a_spec_on_an_unmeasured_gpu_is_labelled_estimated(tmp_path, capsys) -> None:
+    path = tmp_path / "arch.json"
+    path.write_text(TINY_ARCHS["tiny_conv"].to_json())
+    assert launch.main(["latency", str(path), "--target", "a100", "--latency-db", str(tmp_path / "a100.sqlite"),
+                        "--resolution", "64"]) == 0
+    out = capsys.readouterr().out
+    assert " ms on a100 — estimated from roofline" in out and "stage2" in out
+
+
+def test_measure_then_latency_on_cpu(tmp_path, capsys) -> None:
+    db = str(tmp_path / "cpu.sqlite")
+    path = tmp_path / "arch.json"
+    path.write_text(REFERENCE_ARCHS["shvit_s1_like"].to_json())  # its blocks are measured with --archs
+    assert launch.main(["measure", "--target", "cpu", "--latency-db", db, "--resolution", "32", "--archs", "1",
+                        "--networks", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "measured" in out and "additivity correction from 3 networks" in out
+    assert launch.main(["latency", str(path), "--target", "cpu", "--latency-db", db, "--resolution", "32"]) == 0
+    assert "— measured (cpu table); additivity-corrected on 3 networks" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["measure", "--target", "h100", "--archs", "1"], "target 'h100' needs an NVIDIA H100"),
+    (["measure", "--target", "tpu"], "unknown latency target 'tpu'; known targets: a100"),
+    (["measure", "--target", "cpu", "--dtype", "int8"], "invalid choice: 'int8'"),
+    (["latency", "/no/arch.json", "--target", "cpu"], "cannot read /no/arch.json"),
+])
+def test_table_commands_reject_bad_input_in_one_line(argv: list[str], message: str, capsys, tmp_path) -> None:
+    assert launch.main(argv + ["--latency-db", str(tmp_path / "t.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_corrupt_latency_db_is_one_line_and_untouched(tmp_path, capsys) -> None:
+    db = tmp_path / "broken.sqlite"
+    db.write_bytes(b"this is not sqlite" * 10)
+    path = tmp_path / "arch.json"
+    path.write_text(TINY_ARCHS["tiny_conv"].to_json())
+    assert launch.main(["latency", str(path), "--target", "cpu", "--latency-db", str(db)]) == 2
+    assert "not a" in capsys.readouterr().err.lower()
+    assert db.read_bytes() == b"this is not sqlite" * 10

@@ -1,0 +1,114 @@
+"""Does the sum of a table's block entries predict a network's measured latency? (DESIGN.md: additivity.)
+
+Samples architectures from the space, predicts each from the target's table (measuring missing blocks first, on
+the target's own device), measures each network end to end the same way (same timer, settings, threads, cache
+flush), and reports the error distribution and the rank correlation.
+
+    python benchmarks/latency_fidelity.py --target cpu --archs 50
+        -> benchmarks/results/latency-fidelity-cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import torch  # noqa: E402
+
+from latency_tables.blocks import decompose  # noqa: E402
+from latency_tables.measure import time_module  # noqa: E402
+from latency_tables.predict import open_table  # noqa: E402
+from latency_tables.targets import current_device_string, software_versions  # noqa: E402
+from search_spaces import DEFAULT_SPACE, build_model, sample_arch  # noqa: E402
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(values: list[float]) -> np.ndarray:
+        order = np.argsort(values, kind="stable")
+        out = np.empty(len(values))
+        sorted_values = np.asarray(values)[order]
+        i = 0
+        while i < len(values):
+            j = i
+            while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
+                j += 1
+            out[order[i:j + 1]] = (i + j) / 2
+            i = j + 1
+        return out
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(handle.name, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="cpu")
+    parser.add_argument("--archs", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--latency-db", help="table to use (default: the shipped one)")
+    parser.add_argument("--resolution", type=int)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    table = open_table(args.target, db=args.latency_db, resolution=args.resolution)
+    device = torch.device("cuda" if table.target.kind == "gpu" else "cpu")
+    device_string = current_device_string(table.target)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=args.seed))
+    specs = []
+    for _ in range(args.archs):
+        trial = study.ask()
+        specs.append(sample_arch(trial, DEFAULT_SPACE))
+        study.tell(trial, 0.0)
+    resolution = table.settings.resolution
+    measured_now = table.measure_missing([b for spec in specs for b in decompose(spec, resolution)])
+    rows = []
+    for i, spec in enumerate(specs):
+        prediction = table.predict(spec)
+        torch.manual_seed(0)
+        example = torch.randn(table.settings.batch, 3, resolution, resolution)
+        measured = time_module(build_model(spec), example, table.settings, device).median_ms
+        error = (prediction.latency_ms - measured) / measured
+        rows.append(dict(digest=spec.digest(), predicted_ms=round(prediction.latency_ms, 4),
+                         measured_ms=round(measured, 4), rel_err=round(error, 4), source=prediction.source,
+                         mixers=[s.mixer.kind for s in spec.stages], stem_stride=spec.stem.stride))
+        print(f"[{i + 1:>3}/{len(specs)}] predicted {prediction.latency_ms:9.3f} ms  measured {measured:9.3f} ms  "
+              f"error {100 * error:+6.1f}%", flush=True)
+    errors = [abs(r["rel_err"]) for r in rows]
+    result = {
+        "target": table.target.name, "device": device_string, "archs": len(rows),
+        "within_5pct": sum(e <= 0.05 for e in errors) / len(errors),
+        "within_10pct": sum(e <= 0.10 for e in errors) / len(errors),
+        "median_abs_rel_err": statistics.median(errors),
+        "p90_abs_rel_err": float(np.percentile(errors, 90)),
+        "median_rel_err": statistics.median(r["rel_err"] for r in rows),
+        "spearman": spearman([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]),
+        "entries_measured_for_this_run": measured_now, "table": table.db.url,
+        "settings": table.settings.to_dict(), "software": software_versions(),
+        "date": time.strftime("%Y-%m-%d"), "rows": rows,
+    }
+    out = args.out or ROOT / f"benchmarks/results/latency-fidelity-{table.target.name}.json"
+    write_json_atomic(out, result)
+    print(f"within 5%: {result['within_5pct']:.0%}  within 10%: {result['within_10pct']:.0%}  median |err| "
+          f"{result['median_abs_rel_err']:.1%}  p90 |err| {result['p90_abs_rel_err']:.1%}  spearman "
+          f"{result['spearman']:.3f}  -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Timing of blocks and whole networks on the current device.
+
+CPU: a fixed number of intra-op threads (recorded), warm-up, then repeats timed one by one with
+`time.perf_counter`; the median with p20/p80. GPU: `triton.testing.do_bench` (CUDA events, L2 flushed between
+repeats) with ``return_mode="median"`` and quantiles. Everything runs under `torch.inference_mode`, so the
+attention mixers take their Triton kernels on CUDA.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["MeasureSettings", "Timing", "time_callable", "time_module", "DTYPES"]
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How entries are measured; stored with every entry. `threads` applies to the CPU only."""
+    batch: int = 1
+    resolution: int = 224
+    dtype: str = "fp32"
+    implementation: str = "torch"  # "triton" on GPUs: the attention mixers on the project's kernels
+    warmup: int = 3
+    min_repeats: int = 10
+    max_repeats: int = 50
+    min_time_s: float = 0.3  # keep repeating (up to max_repeats) until this much time was timed
+    threads: int = 2
+    flush_cache_mb: int = 16  # CPU: written before every repeat so weights come from memory as in a full
+    # network (2x this machine's 2x4 MiB L2); the input is then read once, as if a neighbour had just written it
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    repeats: int
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    position = q * (len(sorted_values) - 1)
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def time_callable(fn: Callable[[], object], settings: MeasureSettings, device: torch.device,
+                  before_each: Callable[[], object] | None = None) -> Timing:
+    """Median/p20/p80 wall time of ``fn()`` in ms (CUDA: `do_bench`, which flushes L2 itself; CPU: per-call
+    `perf_counter`, with ``before_each()`` run untimed before every call)."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+        times = sorted(float(t) for t in do_bench(fn, warmup=25, rep=100, return_mode="all"))
+        return Timing(statistics.median(times), _quantile(times, 0.2), _quantile(times, 0.8), len(times))
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        for _ in range(settings.warmup):
+            fn()
+        times: list[float] = []
+        total = 0.0
+        while len(times) < settings.max_repeats and (len(times) < settings.min_repeats or total < settings.min_time_s):
+            if before_each is not None:
+                before_each()
+            start = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - start
+            times.append(elapsed * 1e3)
+            total += elapsed
+    finally:
+        torch.set_num_threads(previous_threads)
+    times.sort()
+    return Timing(statistics.median(times), _quantile(times, 0.2), _quantile(times, 0.8), len(times))
+
+
+def time_module(module: nn.Module, example: torch.Tensor, settings: MeasureSettings,
+                device: torch.device | None = None) -> Timing:
+    """Time ``module(example)`` in eval mode and `settings.dtype` on `device` (default: the example's)."""
+    device = device or example.device
+    module = module.to(device=device, dtype=DTYPES[settings.dtype]).eval()
+    example = example.to(device=device, dtype=DTYPES[settings.dtype])
+    before_each = None
+    if device.type == "cpu" and settings.flush_cache_mb > 0:
+        flush = torch.empty(settings.flush_cache_mb * 2**20 // 4, dtype=torch.float32)
+
+        def before_each() -> None:
+            flush.fill_(1.0)  # evicts the module's weights from the private caches
+            example.sum()  # ... and brings the input back, as the layer before it would have
+    with torch.inference_mode():
+        return time_callable(lambda: module(example), settings, device, before_each)

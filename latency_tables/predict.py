@@ -1,0 +1,295 @@
+"""Latency of an `ArchSpec` on a target: the sum of its blocks' entries, with a per-stage breakdown and sources.
+
+Entries come from the target's table (measured on its device); blocks without an entry are estimated by the
+roofline model (`estimate`), calibrated on the target's measured entries if it has at least a few, else on the
+measured GPU table closest in bandwidth (scaled by peak rates), else uncalibrated. On the target's own device,
+`LatencyTable.measure_missing` measures them instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from latency_tables.blocks import Block, decompose
+from latency_tables.estimate import EstimationError, Roofline, block_cost, calibrate, default_roofline
+from latency_tables.measure import DTYPES, MeasureSettings, time_module
+from latency_tables.storage import EntryKey, LatencyDB, Measurement, default_db_path
+from latency_tables.targets import TARGETS, Target, current_device_string, get_target, software_versions
+from search_spaces import ArchSpec, build_model
+
+__all__ = ["AdditivityCorrection", "BlockLatency", "StageLatency", "Prediction", "LatencyTable", "predict",
+           "open_table"]
+
+_log = logging.getLogger(__name__)
+CALIBRATION_SAMPLE = 150  # measured entries used to calibrate the estimator (block costs are traced, ~0.1 s each)
+
+
+@dataclass(frozen=True)
+class BlockLatency:
+    block: Block
+    latency_ms: float
+    source: str  # "measured" | "estimated"
+
+
+@dataclass(frozen=True)
+class StageLatency:
+    name: str  # "stem", "stage0", ..., "head"
+    latency_ms: float
+    measured_blocks: int
+    estimated_blocks: int
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """``latency_ms`` of one architecture on ``target``; ``source`` says where the numbers came from."""
+    latency_ms: float
+    stages: tuple[StageLatency, ...]
+    blocks: tuple[BlockLatency, ...]
+    source: str
+    target: str
+    table: str  # URL of the latency table
+
+    @property
+    def measured(self) -> bool:
+        return all(b.source == "measured" for b in self.blocks)
+
+    def breakdown_ms(self) -> dict[str, float]:
+        return {stage.name: stage.latency_ms for stage in self.stages}
+
+
+@dataclass(frozen=True)
+class AdditivityCorrection:
+    """``network_ms = scale * sum(block entries) + per_block_ms * blocks``, fitted on networks measured end to end
+    on the table's device. Blocks timed alone run faster than inside a network (on the CPU here: ~11% — warm
+    allocator and caches); this is DESIGN.md's "calibrated correction", measured by benchmarks/latency_fidelity."""
+    scale: float
+    per_block_ms: float
+    networks: int
+    median_abs_err_before: float
+    median_abs_err_after: float
+
+    def apply(self, entry_ms: float) -> float:
+        return self.scale * entry_ms + self.per_block_ms
+
+    @staticmethod
+    def fit(samples: list[tuple[float, int, float]]) -> AdditivityCorrection:
+        """From ``(sum of entries ms, number of blocks, measured ms)`` per network; least squares on relative error."""
+        if len(samples) < 3:
+            raise EstimationError(f"need at least 3 networks measured end to end to fit a correction, got "
+                                  f"{len(samples)}")
+        sums, counts, measured = (np.array(column, dtype=float) for column in zip(*samples))
+        design = np.stack([sums / measured, counts / measured], axis=1)
+        (scale, per_block), *_ = np.linalg.lstsq(design, np.ones_like(measured), rcond=None)
+        if per_block < 0:  # a negative per-block cost has no physical meaning: fit the scale alone
+            scale, per_block = float(np.sum(sums / measured) / np.sum((sums / measured) ** 2)), 0.0
+        before = float(np.median(np.abs(sums - measured) / measured))
+        after = float(np.median(np.abs(scale * sums + per_block * counts - measured) / measured))
+        return AdditivityCorrection(float(scale), float(per_block), len(samples), before, after)
+
+
+def _stage_name(block: Block, num_stages: int) -> str:
+    return "stem" if block.stage < 0 else "head" if block.stage >= num_stages else f"stage{block.stage}"
+
+
+def _block_from_key(block_key: str, in_shape: tuple[int, int, int]) -> Block:
+    data = json.loads(block_key)
+    role = data.pop("role")
+    return Block(role, json.dumps(data, sort_keys=True, separators=(",", ":")), in_shape, stage=-1)
+
+
+class LatencyTable:
+    """The entries of one target at one setting (implementation, dtype, batch, resolution) in a `LatencyDB`."""
+
+    def __init__(self, target: Target, db: LatencyDB, settings: MeasureSettings) -> None:
+        self.target, self.db, self.settings = target, db, settings
+        self._entries: dict[tuple[str, tuple[int, int, int]], Measurement] | None = None
+        self._roofline: Roofline | None = None
+        self._correction: AdditivityCorrection | None | bool = False  # False: not loaded yet
+
+    @property
+    def _correction_key(self) -> str:
+        s = self.settings
+        return f"additivity:{self.target.name}:{s.implementation}:{s.dtype}:batch{s.batch}:res{s.resolution}"
+
+    def correction(self) -> AdditivityCorrection | None:
+        """The additivity correction fitted for this table's settings, if any (`fit_correction`)."""
+        if self._correction is False:
+            stored = self.db.get_info(self._correction_key)
+            self._correction = None if stored is None else AdditivityCorrection(**json.loads(stored)["fit"])
+        return self._correction
+
+    def fit_correction(self, specs: list[ArchSpec], progress: bool = True) -> AdditivityCorrection:
+        """Measure `specs` end to end on this machine (their missing blocks first), fit and store the correction."""
+        self.measure_missing([b for spec in specs for b in decompose(spec, self.settings.resolution)], progress)
+        device = torch.device("cuda" if self.target.kind == "gpu" else "cpu")
+        entries, samples = self.entries(), []
+        for spec in tqdm(specs, desc=f"measuring {self.target.name} networks", unit="net", disable=not progress):
+            blocks = decompose(spec, self.settings.resolution)
+            torch.manual_seed(0)
+            example = torch.randn(self.settings.batch, 3, self.settings.resolution, self.settings.resolution)
+            measured = time_module(build_model(spec), example, self.settings, device).median_ms
+            samples.append((sum(entries[(b.key, b.in_shape)].median_ms for b in blocks), len(blocks), measured))
+        fit = AdditivityCorrection.fit(samples)
+        record = {"fit": dataclasses.asdict(fit), "networks": [s.digest() for s in specs], "samples": samples,
+                  "device": current_device_string(self.target)}
+        self.db.set_info(self._correction_key, json.dumps(record))
+        self._correction = fit
+        return fit
+
+    # ------------------------------------------------------------------------------------------------ entries
+    def entries(self) -> dict[tuple[str, tuple[int, int, int]], Measurement]:
+        """Measured entries by (block key, input shape); the newest wins where devices or versions differ."""
+        if self._entries is None:
+            found: dict[tuple[str, tuple[int, int, int]], Measurement] = {}
+            for key, measurement in self.db.entries(target=self.target.name, implementation=self.settings.implementation,
+                                                    dtype=self.settings.dtype, batch=self.settings.batch):
+                index = (key.block_key, (key.channels, key.height, key.width))
+                if index not in found or found[index].measured_at < measurement.measured_at:
+                    found[index] = measurement
+            self._entries = found
+        return self._entries
+
+    def _entry_key(self, block: Block, device: str) -> EntryKey:
+        versions = software_versions()
+        return EntryKey(target=self.target.name, device=device, implementation=self.settings.implementation,
+                        dtype=self.settings.dtype, batch=self.settings.batch, block_key=block.key,
+                        channels=block.in_shape[0], height=block.in_shape[1], width=block.in_shape[2],
+                        torch_version=versions["torch"], triton_version=versions["triton"],
+                        cuda_version=versions["cuda"])
+
+    def missing(self, blocks: list[Block]) -> list[Block]:
+        entries, seen, out = self.entries(), set(), []
+        for block in blocks:
+            index = (block.key, block.in_shape)
+            if index not in entries and index not in seen:
+                seen.add(index)
+                out.append(block)
+        return out
+
+    def measure_missing(self, blocks: list[Block], progress: bool = True) -> int:
+        """Measure on this machine every block of `blocks` without an entry; each is committed as it finishes,
+        so an interrupted run keeps what it measured. Returns the number measured."""
+        device_string = current_device_string(self.target)  # raises if this machine is not the target
+        self.db.claim_device(self.target.name, device_string)
+        device = torch.device("cuda" if self.target.kind == "gpu" else "cpu")
+        todo = self.missing(blocks)
+        for block in tqdm(todo, desc=f"measuring {self.target.name} blocks", unit="block", disable=not progress):
+            torch.manual_seed(0)
+            timing = time_module(block.build(), block.example_input(self.settings.batch), self.settings, device)
+            measurement = Measurement(median_ms=timing.median_ms, p20_ms=timing.p20_ms, p80_ms=timing.p80_ms,
+                                      repeats=timing.repeats,
+                                      threads=self.settings.threads if device.type == "cpu" else 0,
+                                      settings=self.settings.to_dict())
+            self.db.put(self._entry_key(block, device_string), measurement)
+            self.entries()[(block.key, block.in_shape)] = measurement
+        if todo:
+            self._roofline = None  # recalibrate with the new entries
+        return len(todo)
+
+    # ------------------------------------------------------------------------------------------- estimation
+    def roofline(self) -> Roofline:
+        """The estimator for this table's blocks (see module docstring for the order of preference)."""
+        if self._roofline is None:
+            self._roofline = self._calibrated_roofline()
+        return self._roofline
+
+    def _calibration_samples(self) -> list[tuple]:
+        items = sorted(self.entries().items())
+        random.Random(0).shuffle(items)
+        return [(block_cost(_block_from_key(key, shape), self.settings.batch, self.settings.dtype), m.median_ms)
+                for (key, shape), m in items[:CALIBRATION_SAMPLE]]
+
+    def _calibrated_roofline(self) -> Roofline:
+        if len(self.entries()) >= 3:
+            return calibrate(self._calibration_samples(), self.target.name)
+        if self.target.kind == "cpu":
+            raise EstimationError("the cpu table has fewer than 3 measured entries to calibrate the estimator on; "
+                                  "run: python launch.py measure --target cpu")
+        for other in _closest_measured_gpu_targets(self.target, self.settings):
+            return other.roofline().transfer(other.target, self.target, self.settings.dtype)
+        return default_roofline(self.target, self.settings.dtype)
+
+    # --------------------------------------------------------------------------------------------- predict
+    def predict(self, spec: ArchSpec) -> Prediction:
+        blocks = decompose(spec, self.settings.resolution)
+        entries, correction = self.entries(), self.correction()
+        adjust = correction.apply if correction is not None else (lambda ms: ms)
+        parts: list[BlockLatency] = []
+        for block in blocks:
+            measurement = entries.get((block.key, block.in_shape))
+            if measurement is not None:
+                parts.append(BlockLatency(block, adjust(measurement.median_ms), "measured"))
+            else:
+                cost = block_cost(block, self.settings.batch, self.settings.dtype)
+                parts.append(BlockLatency(block, adjust(self.roofline().predict_ms(cost)), "estimated"))
+        stages: dict[str, list[BlockLatency]] = {}
+        for part in parts:
+            stages.setdefault(_stage_name(part.block, len(spec.stages)), []).append(part)
+        stage_rows = tuple(StageLatency(name, sum(p.latency_ms for p in group),
+                                        sum(p.source == "measured" for p in group),
+                                        sum(p.source == "estimated" for p in group)) for name, group in stages.items())
+        estimated = sum(p.source == "estimated" for p in parts)
+        if not estimated:
+            source = f"measured ({self.target.name} table)"
+        else:
+            basis = f"roofline ({self.roofline().calibrated_on})"
+            source = (f"estimated from {basis}" if estimated == len(parts) else
+                      f"measured {len(parts) - estimated}/{len(parts)} blocks, the rest estimated from {basis}")
+        if correction is not None:
+            source += f"; additivity-corrected on {correction.networks} networks"
+        return Prediction(sum(p.latency_ms for p in parts), stage_rows, tuple(parts), source, self.target.name,
+                          self.db.url)
+
+
+def default_settings(target: Target, batch: int | None = None, resolution: int | None = None,
+                     dtype: str | None = None) -> MeasureSettings:
+    """The target's defaults (batch 1, 224x224, bf16 on GPU / fp32 on CPU) with any of them overridden."""
+    dtype = dtype or target.default_dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return MeasureSettings(batch=batch or target.default_batch, resolution=resolution or target.default_resolution,
+                           dtype=dtype, implementation="triton" if target.kind == "gpu" else "torch",
+                           threads=os.cpu_count() or 1)
+
+
+_tables: dict[tuple, LatencyTable] = {}
+
+
+def open_table(target: str | Target, db: str | Path | None = None, batch: int | None = None,
+               resolution: int | None = None, dtype: str | None = None) -> LatencyTable:
+    """The (cached) `LatencyTable` of `target` in `db` (default: the table shipped in latency_tables/data)."""
+    target = get_target(target) if isinstance(target, str) else target
+    settings = default_settings(target, batch, resolution, dtype)
+    url = str(db) if db is not None else str(default_db_path(target.name))
+    cache_key = (target.name, url, dataclasses.astuple(settings)[:5])
+    if cache_key not in _tables:
+        _tables[cache_key] = LatencyTable(target, LatencyDB(url), settings)
+    return _tables[cache_key]
+
+
+def _closest_measured_gpu_targets(target: Target, settings: MeasureSettings) -> list[LatencyTable]:
+    """Shipped tables of other GPU targets with enough entries at these settings, closest bandwidth first."""
+    tables = []
+    for other in TARGETS.values():
+        if other.kind != "gpu" or other.name == target.name or not default_db_path(other.name).exists():
+            continue
+        table = open_table(other, batch=settings.batch, resolution=settings.resolution, dtype=settings.dtype)
+        if len(table.entries()) >= 3 and other.memory_bandwidth_bytes_per_s:
+            tables.append(table)
+    reference_bw = target.memory_bandwidth_bytes_per_s or 0.0
+    return sorted(tables, key=lambda t: abs(t.target.memory_bandwidth_bytes_per_s - reference_bw))
+
+
+def predict(spec: ArchSpec, target: str | Target, db: str | Path | None = None, batch: int | None = None,
+            resolution: int | None = None, dtype: str | None = None) -> Prediction:
+    """Latency of `spec` on `target` in ms, with its per-stage breakdown and where each number came from."""
+    return open_table(target, db, batch, resolution, dtype).predict(spec)

@@ -1,0 +1,619 @@
+"""Storage of measured block latencies: SQLAlchemy 2 typed models behind a small `LatencyDB` API.
+
+One row of ``latency_entries`` is one block measured at one input shape on one device with one software stack;
+the columns of `EntryKey` are a unique constraint, and writing a key again replaces its measurement (upsert).
+``table_info`` holds key/value facts about the file: the schema version and, per target, the device string the
+target's entries were measured on (`LatencyDB.claim_device`), so entries from two devices are never mixed.
+
+Every database access goes through `LatencyDB._session`, which commits or rolls back as one transaction and turns
+driver errors into `LatencyDBError` naming the database. For SQLite files:
+
+* an existing non-empty file is checked read-only (header, then the schema) before anything writes to it, so a
+  file that is not an SQLite database raises `LatencyDBError` and is left byte-for-byte untouched;
+* every connection uses WAL, ``synchronous=NORMAL`` and a 30 s busy timeout, and write transactions start with
+  ``BEGIN IMMEDIATE``; together these let several processes write one table at once without "database is locked"
+  failures, and a writer killed mid-way loses at most its uncommitted transaction.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from sqlalchemy import (
+    CheckConstraint, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, create_engine, event, func,
+    select, tuple_,
+)
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from latency_tables.targets import DTYPES
+
+__all__ = [
+    "SCHEMA_VERSION", "IMPLEMENTATIONS", "LatencyDBError", "DeviceMismatchError", "InvalidEntryError", "EntryKey",
+    "Measurement", "LatencyDB", "default_db_path",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+IMPLEMENTATIONS = ("triton", "torch")
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # primary result codes of sqlite3_errcode()
+# Rows per INSERT statement and keys per SELECT ... IN: 17 bound parameters a row stays far below SQLite's limit
+# on bound variables (999 before 3.32).
+_WRITE_CHUNK = 50
+_READ_CHUNK = 50
+_BEGIN_OPTION = "latency_tables_begin"  # execution option carrying the SQLite BEGIN statement of a session
+
+
+class LatencyDBError(RuntimeError):
+    """The latency database cannot be opened, read or written; the message names it and what to do."""
+
+
+class DeviceMismatchError(LatencyDBError):
+    """Entries measured on one device would be mixed into a target's table measured on another."""
+
+
+class InvalidEntryError(ValueError):
+    """An `EntryKey` or `Measurement` field is invalid; the message names the field."""
+
+
+# ---------------------------------------------------------------------------------------------------- key, value
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidEntryError(message)
+
+
+def _check_text(value: Any, name: str) -> None:
+    _require(isinstance(value, str) and value != "", f"{name} must be a non-empty string, got {value!r}")
+
+
+def _check_int(value: Any, name: str, low: int) -> None:
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+             f"{name} must be an integer >= {low}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EntryKey:
+    """What identifies one measured entry: target, device, implementation, dtype, batch, block, input, software."""
+
+    target: str
+    device: str
+    implementation: str  # "triton" | "torch"
+    dtype: str  # "fp32" | "tf32" | "fp16" | "bf16"
+    batch: int
+    block_key: str  # the block's canonical JSON
+    channels: int
+    height: int
+    width: int
+    torch_version: str
+    triton_version: str
+    cuda_version: str
+
+    def __post_init__(self) -> None:
+        for name in ("target", "device", "block_key", "torch_version", "triton_version", "cuda_version"):
+            _check_text(getattr(self, name), f"EntryKey.{name}")
+        _require(self.implementation in IMPLEMENTATIONS,
+                 f"EntryKey.implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}")
+        _require(self.dtype in DTYPES, f"EntryKey.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        for name in ("batch", "channels", "height", "width"):
+            _check_int(getattr(self, name), f"EntryKey.{name}", 1)
+        try:
+            json.loads(self.block_key)
+        except ValueError as exc:
+            raise InvalidEntryError(f"EntryKey.block_key must be the block's JSON; it does not parse: {exc}") from None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A measured latency: median with the 20th/80th percentiles (milliseconds) over ``repeats`` timings.
+
+    ``threads`` is the CPU thread count used (0 on GPU); ``settings`` the measurement settings, a JSON-able dict
+    (normalised through JSON on construction, so tuples become lists); ``measured_at`` a timezone-aware time,
+    stored in UTC.
+    """
+
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    repeats: int
+    threads: int
+    settings: dict[str, Any] = field(default_factory=dict, hash=False)
+    measured_at: datetime = field(default_factory=_utc_now)
+
+    def __post_init__(self) -> None:
+        for name in ("median_ms", "p20_ms", "p80_ms"):
+            value = getattr(self, name)
+            _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                     and value >= 0, f"Measurement.{name} must be a finite number >= 0, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        _require(self.p20_ms <= self.median_ms <= self.p80_ms,
+                 f"Measurement needs p20_ms <= median_ms <= p80_ms, got {self.p20_ms} / {self.median_ms} / "
+                 f"{self.p80_ms}")
+        _check_int(self.repeats, "Measurement.repeats", 1)
+        _check_int(self.threads, "Measurement.threads", 0)
+        _require(isinstance(self.settings, Mapping), f"Measurement.settings must be a dict, got {self.settings!r}")
+        try:
+            normalised = json.loads(_canonical_json(self.settings))
+        except (TypeError, ValueError) as exc:
+            raise InvalidEntryError(f"Measurement.settings must be JSON-serialisable: {exc}") from None
+        object.__setattr__(self, "settings", normalised)
+        _require(isinstance(self.measured_at, datetime) and self.measured_at.tzinfo is not None
+                 and self.measured_at.utcoffset() is not None,
+                 f"Measurement.measured_at must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)), "
+                 f"got {self.measured_at!r}")
+        object.__setattr__(self, "measured_at", self.measured_at.astimezone(timezone.utc))
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+# ------------------------------------------------------------------------------------------------------- models
+class _Base(DeclarativeBase):
+    pass
+
+
+_KEY_COLUMNS = ("target", "device", "implementation", "dtype", "batch", "block_key", "channels", "height", "width",
+                "torch_version", "triton_version", "cuda_version")
+_VALUE_COLUMNS = ("threads", "settings", "median_ms", "p20_ms", "p80_ms", "repeats", "measured_at")
+
+
+class LatencyEntryRow(_Base):
+    __tablename__ = "latency_entries"
+    __table_args__ = (
+        UniqueConstraint(*_KEY_COLUMNS, name="uq_latency_entries_key"),
+        Index("ix_latency_entries_lookup", "target", "implementation", "dtype", "batch"),
+        # Defence in depth behind `Measurement`'s validation (NaN is stored as NULL by SQLite: NOT NULL rejects it).
+        CheckConstraint("implementation IN ('triton', 'torch')", name="ck_latency_entries_implementation"),
+        CheckConstraint("batch >= 1 AND channels >= 1 AND height >= 1 AND width >= 1",
+                        name="ck_latency_entries_shape"),
+        CheckConstraint("p20_ms >= 0 AND p20_ms <= median_ms AND median_ms <= p80_ms",
+                        name="ck_latency_entries_order"),
+        CheckConstraint("repeats >= 1 AND threads >= 0", name="ck_latency_entries_counts"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(256))
+    implementation: Mapped[str] = mapped_column(String(16))
+    dtype: Mapped[str] = mapped_column(String(16))
+    batch: Mapped[int] = mapped_column(Integer)
+    block_key: Mapped[str] = mapped_column(Text)
+    channels: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    torch_version: Mapped[str] = mapped_column(String(64))
+    triton_version: Mapped[str] = mapped_column(String(64))
+    cuda_version: Mapped[str] = mapped_column(String(64))
+    threads: Mapped[int] = mapped_column(Integer)
+    settings: Mapped[str] = mapped_column(Text)
+    median_ms: Mapped[float] = mapped_column(Float)
+    p20_ms: Mapped[float] = mapped_column(Float)
+    p80_ms: Mapped[float] = mapped_column(Float)
+    repeats: Mapped[int] = mapped_column(Integer)
+    measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TableInfoRow(_Base):
+    __tablename__ = "table_info"
+
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+_SCHEMA_VERSION_KEY = "schema_version"
+_DEVICE_KEY_PREFIX = "device:"  # "device:<target>" -> device string of that target's entries
+
+
+def _row_values(key: EntryKey, measurement: Measurement) -> dict[str, Any]:
+    values = {name: getattr(key, name) for name in _KEY_COLUMNS}
+    values.update(
+        threads=measurement.threads, settings=_canonical_json(measurement.settings), median_ms=measurement.median_ms,
+        p20_ms=measurement.p20_ms, p80_ms=measurement.p80_ms, repeats=measurement.repeats,
+        measured_at=measurement.measured_at,
+    )
+    return values
+
+
+def _key_of(row: Any) -> EntryKey:
+    return EntryKey(**{name: getattr(row, name) for name in _KEY_COLUMNS})
+
+
+def _measurement_of(row: Any) -> Measurement:
+    measured_at = row.measured_at
+    if measured_at.tzinfo is None:  # SQLite keeps no offset; values are written in UTC
+        measured_at = measured_at.replace(tzinfo=timezone.utc)
+    return Measurement(median_ms=row.median_ms, p20_ms=row.p20_ms, p80_ms=row.p80_ms, repeats=row.repeats,
+                       threads=row.threads, settings=json.loads(row.settings), measured_at=measured_at)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# --------------------------------------------------------------------------------------------------------- URLs
+def _to_url(url_or_path: str | Path) -> URL:
+    """A SQLAlchemy URL from a URL string or a plain filesystem path (turned into ``sqlite:///<absolute path>``)."""
+    if isinstance(url_or_path, str) and "://" in url_or_path:
+        try:
+            return make_url(url_or_path)
+        except ArgumentError as exc:
+            raise LatencyDBError(f"latency database URL {url_or_path!r} is not a valid SQLAlchemy URL: {exc}") from None
+    path = Path(url_or_path).expanduser().resolve()
+    return URL.create("sqlite", database=str(path))
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The database file of a file-backed SQLite URL, None for other back ends and in-memory databases."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode") == "memory":
+        return None
+    return Path(database)
+
+
+def _check_existing_sqlite_file(path: Path, shown: str) -> None:
+    """Raise `LatencyDBError` if ``path`` exists, is non-empty and is not a readable SQLite database.
+
+    Reads only: the header, then the schema through a read-only connection, so a foreign or corrupt file is left
+    byte-for-byte as it was (no DDL, no journal-mode change, no -wal/-shm files created next to it).
+    """
+    if path.exists() and not path.is_file():
+        raise LatencyDBError(f"latency database {shown}: {path} is not a regular file; pass another --latency-db")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise LatencyDBError(f"latency database {shown}: cannot read {path}: {exc}") from None
+    if header != _SQLITE_HEADER:
+        raise LatencyDBError(
+            f"latency database {shown}: {path} is not an SQLite database (its first bytes are {header[:16]!r}); "
+            f"it was left untouched. Move it away or pass another --latency-db.")
+    try:
+        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            # Not a verdict on the file's content (e.g. busy, cannot open read-only): let the normal open report it.
+            logger.debug("read-only check of %s inconclusive: %s", path, exc)
+            return
+        raise LatencyDBError(
+            f"latency database {shown}: {path} is a damaged SQLite database ({exc}); it was left untouched. "
+            f"Move it away (and re-measure) or pass another --latency-db.") from None
+
+
+def _enable_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch the database to WAL (persistent, so usually a no-op), retrying while another process holds it.
+
+    Changing the journal mode of a new file can fail with "database is locked" at once, without SQLite's busy
+    handler, when another process opens the same new file at the same moment; retry up to the busy timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay_s = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            message = str(exc).lower()
+            if ("locked" not in message and "busy" not in message) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay_s)
+            delay_s = min(2 * delay_s, 0.1)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, busy timeout and NORMAL sync on every connection; SQLAlchemy (not pysqlite) emits BEGIN.
+
+    pysqlite's own transaction handling begins transactions lazily, so a read-then-write transaction can fail with
+    "database is locked" without waiting for the busy timeout. Disabling it and emitting BEGIN from the ``begin``
+    event (the recipe of SQLAlchemy's SQLite dialect documentation) lets write sessions use ``BEGIN IMMEDIATE``,
+    which takes the write lock up front and waits for it.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            _enable_wal(cursor)
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(connection.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))
+
+
+def _hint(exc: DBAPIError) -> str:
+    """What a user can do about a driver error."""
+    text = str(exc.orig).lower()
+    if isinstance(exc, IntegrityError):
+        return "A value violates a constraint of the table (NaN or negative latency, p20 > median > p80?)."
+    if "locked" in text or "busy" in text:
+        return (f"Another process held the database longer than the {SQLITE_BUSY_TIMEOUT_MS / 1000:.0f} s busy "
+                f"timeout; retry, or write to a separate --latency-db.")
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return "The file is damaged: move it away and re-measure, or pass another --latency-db."
+    return "Check that the database is reachable and writable, or pass another --latency-db."
+
+
+# ------------------------------------------------------------------------------------------------------ the API
+class LatencyDB:
+    """Measured block latencies in any SQLAlchemy database (a plain path means an SQLite file).
+
+    Tables are created when missing. Every call is one transaction: `put_many` stores all of its entries or none.
+    Use as a context manager, or call `close`.
+    """
+
+    def __init__(self, url: str | Path) -> None:
+        self._url = _to_url(url)
+        self._shown = self._url.render_as_string(hide_password=True)
+        self._closed = True
+        sqlite_path = _sqlite_file(self._url)
+        if sqlite_path is not None:
+            _check_existing_sqlite_file(sqlite_path, self._shown)
+            if not sqlite_path.parent.exists():
+                logger.info("creating directory %s for latency database", sqlite_path.parent)
+                sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._engine = create_engine(self._url)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise LatencyDBError(f"latency database {self._shown}: cannot create an engine: {exc}") from None
+        # INSERT ... ON CONFLICT DO UPDATE where the dialect has it; otherwise select-then-update-or-insert.
+        self._native_upsert = self._engine.dialect.name in ("sqlite", "postgresql")
+        if self._engine.dialect.name == "sqlite":
+            _configure_sqlite(self._engine)
+            self._write_engine = self._engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+        else:
+            self._write_engine = self._engine
+        self._closed = False
+        try:
+            self._create_schema()
+        except BaseException:
+            self.close()
+            raise
+
+    # --------------------------------------------------------------------------------------------- plumbing
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return self._shown
+
+    @contextmanager
+    def _session(self, *, write: bool = False) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on any error; driver errors become `LatencyDBError`."""
+        if self._closed:
+            raise LatencyDBError(f"latency database {self._shown} is closed")
+        session = Session(self._write_engine if write else self._engine, expire_on_commit=False)
+        try:
+            yield session
+            session.commit()
+        except DBAPIError as exc:
+            self._rollback(session)
+            raise LatencyDBError(
+                f"latency database {self._shown}: {'write' if write else 'read'} failed and was rolled back: "
+                f"{exc.orig!r}. {_hint(exc)}") from exc
+        except SQLAlchemyError as exc:
+            self._rollback(session)
+            raise LatencyDBError(f"latency database {self._shown}: {exc}") from exc
+        except BaseException:
+            self._rollback(session)
+            raise
+        finally:
+            session.close()
+
+    @staticmethod
+    def _rollback(session: Session) -> None:
+        try:
+            session.rollback()
+        except SQLAlchemyError:  # the connection is already broken; the original error is the one to report
+            logger.debug("rollback failed", exc_info=True)
+
+    def _create_schema(self) -> None:
+        # One write transaction (BEGIN IMMEDIATE on SQLite): two processes opening a new file at once do not race
+        # between "table missing?" and CREATE TABLE.
+        with self._session(write=True) as session:
+            _Base.metadata.create_all(session.connection())
+            stored = session.get(TableInfoRow, _SCHEMA_VERSION_KEY)
+            if stored is None:
+                session.add(TableInfoRow(key=_SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
+            elif stored.value != str(SCHEMA_VERSION):
+                raise LatencyDBError(
+                    f"latency database {self._shown} has schema version {stored.value}, this code reads version "
+                    f"{SCHEMA_VERSION}; re-measure into a new file (pass another --latency-db).")
+
+    def _upsert(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        table = LatencyEntryRow.__table__
+        if self._native_upsert:
+            if self._engine.dialect.name == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert
+            else:
+                from sqlalchemy.dialects.postgresql import insert
+            for chunk in _chunks(rows, _WRITE_CHUNK):
+                statement = insert(table).values(list(chunk))
+                statement = statement.on_conflict_do_update(
+                    index_elements=list(_KEY_COLUMNS),
+                    set_={name: statement.excluded[name] for name in _VALUE_COLUMNS})
+                session.execute(statement)
+            return
+        # Generic fallback: update the keys that exist, insert the others, in the caller's transaction.
+        existing = self._ids_of(session, [EntryKey(**{n: row[n] for n in _KEY_COLUMNS}) for row in rows])
+        for row in rows:
+            row_id = existing.get(tuple(row[n] for n in _KEY_COLUMNS))
+            if row_id is None:
+                session.add(LatencyEntryRow(**row))
+            else:
+                entry = session.get(LatencyEntryRow, row_id)
+                for name in _VALUE_COLUMNS:
+                    setattr(entry, name, row[name])
+            session.flush()
+
+    def _ids_of(self, session: Session, keys: Sequence[EntryKey]) -> dict[tuple, int]:
+        columns = [getattr(LatencyEntryRow, name) for name in _KEY_COLUMNS]
+        found: dict[tuple, int] = {}
+        for chunk in _chunks(keys, _READ_CHUNK):
+            wanted = [tuple(getattr(key, name) for name in _KEY_COLUMNS) for key in chunk]
+            for row in session.execute(select(LatencyEntryRow.id, *columns).where(tuple_(*columns).in_(wanted))):
+                found[tuple(getattr(row, name) for name in _KEY_COLUMNS)] = row.id
+        return found
+
+    def _claim(self, session: Session, target: str, device: str) -> None:
+        info_key = _DEVICE_KEY_PREFIX + target
+        stored = session.get(TableInfoRow, info_key)
+        if stored is None:
+            session.add(TableInfoRow(key=info_key, value=device))
+            session.flush()
+            logger.info("latency database %s: target %r is measured on %r", self._shown, target, device)
+        elif stored.value != device:
+            raise DeviceMismatchError(
+                f"latency database {self._shown} holds target {target!r} entries measured on {stored.value!r}; "
+                f"refusing to mix in entries from {device!r}. Use a separate --latency-db for that device.")
+
+    # ----------------------------------------------------------------------------------------------- public
+    def claim_device(self, target: str, device: str) -> None:
+        """Record ``device`` as the device of ``target``'s entries, or raise `DeviceMismatchError` if another is.
+
+        `put` and `put_many` claim the devices of their keys in their own transaction, so calling this is only
+        needed to fail early (before measuring) on a table that belongs to another device.
+        """
+        _check_text(target, "target")
+        _check_text(device, "device")
+        with self._session(write=True) as session:
+            self._claim(session, target, device)
+
+    def claimed_device(self, target: str) -> str | None:
+        """The device recorded for ``target``, or None if nothing was written for it yet."""
+        with self._session() as session:
+            stored = session.get(TableInfoRow, _DEVICE_KEY_PREFIX + target)
+            return None if stored is None else stored.value
+
+    def get_info(self, key: str) -> str | None:
+        """A table-level fact stored with `set_info` (e.g. a fitted correction), or None."""
+        with self._session() as session:
+            stored = session.get(TableInfoRow, key)
+            return None if stored is None else stored.value
+
+    def set_info(self, key: str, value: str) -> None:
+        """Store a table-level fact in one transaction (replacing its previous value)."""
+        if key == _SCHEMA_VERSION_KEY or key.startswith(_DEVICE_KEY_PREFIX):
+            raise InvalidEntryError(f"table_info key {key!r} is reserved")
+        with self._session(write=True) as session:
+            stored = session.get(TableInfoRow, key)
+            if stored is None:
+                session.add(TableInfoRow(key=key, value=value))
+            else:
+                stored.value = value
+
+    def get(self, key: EntryKey) -> Measurement | None:
+        """The measurement stored under ``key``, or None."""
+        return self.get_many([key]).get(key)
+
+    def get_many(self, keys: Iterable[EntryKey]) -> dict[EntryKey, Measurement]:
+        """The stored measurements of those of ``keys`` that have one (one query per 50 keys, one transaction)."""
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        columns = [getattr(LatencyEntryRow, name) for name in _KEY_COLUMNS]
+        found: dict[EntryKey, Measurement] = {}
+        with self._session() as session:
+            for chunk in _chunks(unique, _READ_CHUNK):
+                wanted = [tuple(getattr(key, name) for name in _KEY_COLUMNS) for key in chunk]
+                for row in session.scalars(select(LatencyEntryRow).where(tuple_(*columns).in_(wanted))):
+                    found[_key_of(row)] = _measurement_of(row)
+        return found
+
+    def put(self, key: EntryKey, measurement: Measurement) -> None:
+        """Store ``measurement`` under ``key``, replacing an earlier one (one transaction)."""
+        self.put_many([(key, measurement)])
+
+    def put_many(self, items: Iterable[tuple[EntryKey, Measurement]]) -> None:
+        """Store all ``(key, measurement)`` pairs in one transaction: all of them or, on any error, none.
+
+        A key given twice keeps its last measurement. Raises `DeviceMismatchError` if a key's device differs from
+        the device recorded for its target.
+        """
+        by_key: dict[EntryKey, Measurement] = {}
+        for item in items:
+            _require(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], EntryKey)
+                     and isinstance(item[1], Measurement),
+                     f"put_many takes (EntryKey, Measurement) pairs, got {item!r}")
+            by_key[item[0]] = item[1]
+        if not by_key:
+            return
+        devices = {(key.target, key.device) for key in by_key}
+        with self._session(write=True) as session:
+            for target, device in sorted(devices):
+                self._claim(session, target, device)
+            self._upsert(session, [_row_values(key, measurement) for key, measurement in by_key.items()])
+
+    def entries(self, target: str | None = None, implementation: str | None = None, dtype: str | None = None,
+                batch: int | None = None) -> list[tuple[EntryKey, Measurement]]:
+        """All stored entries matching the given filters (None: any), in insertion order."""
+        statement = select(LatencyEntryRow).order_by(LatencyEntryRow.id)
+        for name, value in (("target", target), ("implementation", implementation), ("dtype", dtype),
+                            ("batch", batch)):
+            if value is not None:
+                statement = statement.where(getattr(LatencyEntryRow, name) == value)
+        with self._session() as session:
+            return [(_key_of(row), _measurement_of(row)) for row in session.scalars(statement)]
+
+    def devices(self, target: str) -> set[str]:
+        """The distinct device strings of ``target``'s entries."""
+        with self._session() as session:
+            return set(session.scalars(select(LatencyEntryRow.device).where(LatencyEntryRow.target == target)
+                                       .distinct()))
+
+    def count(self) -> int:
+        """The number of stored entries."""
+        with self._session() as session:
+            return int(session.scalar(select(func.count()).select_from(LatencyEntryRow)) or 0)
+
+    def close(self) -> None:
+        """Release all connections; later calls raise `LatencyDBError`. Closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            self._engine.dispose()
+
+    def __enter__(self) -> LatencyDB:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LatencyDB({self._shown!r})"
+
+
+def default_db_path(target_name: str) -> Path:
+    """Where the table of ``target_name`` lives by default: ``latency_tables/data/<target>.sqlite``."""
+    _check_text(target_name, "target_name")
+    _require("/" not in target_name and "\\" not in target_name and not target_name.startswith("."),
+             f"target_name must be a plain name, got {target_name!r}")
+    return Path(__file__).resolve().parent / "data" / f"{target_name}.sqlite"

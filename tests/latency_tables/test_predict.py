@@ -1,0 +1,138 @@
+"""Lookup of architectures in a table, measurement of missing entries, and estimation with its label."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from latency_tables.blocks import decompose
+from latency_tables.estimate import BlockCost, EstimationError, Roofline, calibrate
+from latency_tables.predict import LatencyTable, default_settings
+from latency_tables.storage import LatencyDB, Measurement
+from latency_tables.targets import TargetUnavailableError, get_target
+from search_spaces import REFERENCE_ARCHS, TINY_ARCHS
+
+predict_module = importlib.import_module("latency_tables.predict")  # the package re-exports a function of that name
+
+
+def _table(tmp_path, target: str = "cpu", resolution: int = 32) -> LatencyTable:
+    settings = default_settings(get_target(target), resolution=resolution)
+    return LatencyTable(get_target(target), LatencyDB(tmp_path / f"{target}.sqlite"), settings)
+
+
+def test_measured_prediction_is_the_sum_of_entries(tmp_path) -> None:
+    table = _table(tmp_path)
+    spec = TINY_ARCHS["tiny_window"]
+    blocks = decompose(spec, 32)
+    assert table.measure_missing(blocks, progress=False) == len({(b.key, b.in_shape) for b in blocks})
+    assert table.measure_missing(blocks, progress=False) == 0  # nothing left to measure
+    prediction = table.predict(spec)
+    entries = table.entries()
+    expected = sum(entries[(b.key, b.in_shape)].median_ms for b in blocks)
+    assert prediction.latency_ms == pytest.approx(expected)
+    assert prediction.measured and prediction.source == "measured (cpu table)"
+    assert sum(prediction.breakdown_ms().values()) == pytest.approx(expected)
+    assert list(prediction.breakdown_ms()) == ["stem", "stage0", "stage1", "stage2", "head"]
+    # a reopened table sees the committed entries
+    again = _table(tmp_path)
+    assert again.predict(spec).latency_ms == pytest.approx(expected)
+
+
+def test_partly_measured_prediction_says_so(tmp_path) -> None:
+    table = _table(tmp_path)
+    table.measure_missing(decompose(TINY_ARCHS["tiny_window"], 32), progress=False)
+    prediction = table.predict(TINY_ARCHS["tiny_conv"])  # shares the stem and head with tiny_window
+    measured = sum(b.source == "measured" for b in prediction.blocks)
+    assert 0 < measured < len(prediction.blocks)
+    assert prediction.source.startswith(f"measured {measured}/{len(prediction.blocks)} blocks, the rest estimated")
+    assert all(b.latency_ms > 0 for b in prediction.blocks)
+
+
+def test_a100_without_measurements_is_estimated_and_labelled(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(predict_module, "default_db_path", lambda name: tmp_path / f"shipped-{name}.sqlite")
+    table = _table(tmp_path, "a100", resolution=64)
+    prediction = table.predict(TINY_ARCHS["tiny_strip"])
+    assert prediction.source == "estimated from roofline (no measurements: 50% of peak FLOP/s, 70% of bandwidth)"
+    assert 0.001 < prediction.latency_ms < 10
+
+
+def test_a100_is_estimated_from_the_closest_measured_gpu_table(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(predict_module, "default_db_path", lambda name: tmp_path / f"shipped-{name}.sqlite")
+    h100 = _table(tmp_path, "h100", resolution=64)
+    h100 = LatencyTable(h100.target, LatencyDB(tmp_path / "shipped-h100.sqlite"), h100.settings)
+    # Entries as an H100 run would store them (this machine has no GPU): a known roofline, F=400 TMAC/s.
+    blocks = decompose(TINY_ARCHS["tiny_window"], 64)
+    from latency_tables.estimate import block_cost
+    for block in blocks:
+        cost = block_cost(block, 1, "bf16")
+        ms = 1e3 * (max(cost.flops / 400e12, cost.bytes / 2.5e12) + cost.ops * 5e-6)
+        h100.db.put(h100._entry_key(block, "NVIDIA H100 80GB HBM3"), Measurement(ms, ms, ms, 100, 0, {}))
+    predict_module._tables.clear()
+    a100 = _table(tmp_path, "a100", resolution=64)
+    prediction = a100.predict(TINY_ARCHS["tiny_window"])
+    assert "measured h100 entries, scaled to a100 by peak rates" in prediction.source
+    # the fit reproduces the H100 entries it was made from
+    fit = h100.roofline()
+    for block in blocks:
+        measured = h100.entries()[(block.key, block.in_shape)].median_ms
+        assert fit.predict_ms(block_cost(block, 1, "bf16")) == pytest.approx(measured, rel=0.05)
+
+
+def test_transfer_scales_rates_by_peaks_and_takes_the_launch_cost() -> None:
+    h100, a100 = get_target("h100"), get_target("a100")
+    moved = Roofline("h100", 400e12, 2.5e12, 5e-6, "9 measured h100 entries").transfer(h100, a100, "bf16")
+    assert moved.flops_per_s == pytest.approx(400e12 * a100.peak_flops["bf16"] / h100.peak_flops["bf16"])
+    assert moved.bytes_per_s == pytest.approx(2.5e12 * 2.039e12 / 3.35e12)
+    assert moved.op_s == pytest.approx(a100.launch_overhead_us * 1e-6)
+    assert moved.target == "a100"
+    with pytest.raises(EstimationError, match="peak FLOP/s or bandwidth unknown"):
+        moved.transfer(a100, get_target("cpu"), "fp32")
+
+
+def test_measuring_a_gpu_target_here_is_refused(tmp_path) -> None:
+    table = _table(tmp_path, "h100", resolution=32)
+    with pytest.raises(TargetUnavailableError, match="needs an NVIDIA H100"):
+        table.measure_missing(decompose(TINY_ARCHS["tiny_conv"], 32), progress=False)
+    assert table.db.count() == 0
+
+
+def test_calibrate_recovers_a_known_roofline() -> None:
+    truth_f, truth_b, truth_l = 50e9, 8e9, 20e-6
+    samples = []
+    for i in range(40):
+        cost = BlockCost(flops=1e6 * (1 + i) ** 2, bytes=2e5 * (40 - i) ** 2, ops=5 + i % 7)
+        seconds = max(cost.flops / truth_f, cost.bytes / truth_b) + cost.ops * truth_l
+        samples.append((cost, seconds * 1e3))
+    fit = calibrate(samples, "cpu")
+    assert fit.flops_per_s == pytest.approx(truth_f, rel=0.05)
+    assert fit.bytes_per_s == pytest.approx(truth_b, rel=0.05)
+    assert fit.op_s == pytest.approx(truth_l, rel=0.1)
+    assert fit.calibrated_on == "40 measured cpu entries"
+
+
+def test_reference_archs_decompose_at_224() -> None:
+    for spec in REFERENCE_ARCHS.values():
+        assert sum(b.role == "block" for b in decompose(spec, 224)) == sum(s.depth for s in spec.stages)
+
+
+def test_additivity_correction_recovers_scale_and_per_block_cost() -> None:
+    from latency_tables.predict import AdditivityCorrection
+    samples = [(s, n, 1.12 * s + 0.05 * n) for s, n in [(10.0, 12), (25.0, 20), (4.0, 9), (60.0, 30), (8.0, 15)]]
+    fit = AdditivityCorrection.fit(samples)
+    assert fit.scale == pytest.approx(1.12, rel=1e-6) and fit.per_block_ms == pytest.approx(0.05, rel=1e-5)
+    assert fit.median_abs_err_after < 1e-9 < fit.median_abs_err_before
+    with pytest.raises(EstimationError, match="at least 3 networks"):
+        AdditivityCorrection.fit(samples[:2])
+
+
+def test_fitted_correction_is_stored_and_applied(tmp_path) -> None:
+    table = _table(tmp_path)
+    specs = [TINY_ARCHS["tiny_conv"], TINY_ARCHS["tiny_window"], TINY_ARCHS["tiny_qna"]]
+    fit = table.fit_correction(specs, progress=False)
+    raw = sum(table.entries()[(b.key, b.in_shape)].median_ms for b in decompose(specs[0], 32))
+    reopened = _table(tmp_path)  # the fit lives in the database
+    assert reopened.correction() == fit
+    prediction = reopened.predict(specs[0])
+    blocks = len(decompose(specs[0], 32))
+    assert prediction.latency_ms == pytest.approx(fit.scale * raw + fit.per_block_ms * blocks)
+    assert prediction.source == "measured (cpu table); additivity-corrected on 3 networks"
