@@ -72,7 +72,7 @@ def _open_table(args: argparse.Namespace):
     from latency_tables.targets import UnknownTargetError
     try:
         return open_table(args.target, db=args.latency_db, batch=args.batch, resolution=args.resolution,
-                          dtype=args.dtype)
+                          dtype=args.dtype, create=args.command == "measure")
     except (UnknownTargetError, LatencyDBError, EstimationError, ValueError) as error:
         raise UsageError(str(error)) from None
 

@@ -265,11 +265,16 @@ _tables: dict[tuple, LatencyTable] = {}
 
 
 def open_table(target: str | Target, db: str | Path | None = None, batch: int | None = None,
-               resolution: int | None = None, dtype: str | None = None) -> LatencyTable:
-    """The (cached) `LatencyTable` of `target` in `db` (default: the table shipped in latency_tables/data)."""
+               resolution: int | None = None, dtype: str | None = None, create: bool = True) -> LatencyTable:
+    """The (cached) `LatencyTable` of `target` in `db` (default: the table shipped in latency_tables/data).
+
+    With ``create=False`` a missing default table is not created on disk: lookups then see an empty table.
+    """
     target = get_target(target) if isinstance(target, str) else target
     settings = default_settings(target, batch, resolution, dtype)
     url = str(db) if db is not None else str(default_db_path(target.name))
+    if db is None and not create and not default_db_path(target.name).exists():
+        url = "sqlite://"  # in memory: nothing measured for this target, and nothing written for a lookup
     cache_key = (target.name, url, dataclasses.astuple(settings)[:5])
     if cache_key not in _tables:
         _tables[cache_key] = LatencyTable(target, LatencyDB(url), settings)
@@ -282,7 +287,8 @@ def _closest_measured_gpu_targets(target: Target, settings: MeasureSettings) -> 
     for other in TARGETS.values():
         if other.kind != "gpu" or other.name == target.name or not default_db_path(other.name).exists():
             continue
-        table = open_table(other, batch=settings.batch, resolution=settings.resolution, dtype=settings.dtype)
+        table = open_table(other, batch=settings.batch, resolution=settings.resolution, dtype=settings.dtype,
+                           create=False)
         if len(table.entries()) >= 3 and other.memory_bandwidth_bytes_per_s:
             tables.append(table)
     reference_bw = target.memory_bandwidth_bytes_per_s or 0.0
@@ -292,4 +298,4 @@ def _closest_measured_gpu_targets(target: Target, settings: MeasureSettings) -> 
 def predict(spec: ArchSpec, target: str | Target, db: str | Path | None = None, batch: int | None = None,
             resolution: int | None = None, dtype: str | None = None) -> Prediction:
     """Latency of `spec` on `target` in ms, with its per-stage breakdown and where each number came from."""
-    return open_table(target, db, batch, resolution, dtype).predict(spec)
+    return open_table(target, db, batch, resolution, dtype, create=False).predict(spec)
