@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--archs", type=_positive_int, help="only the blocks of the reference architectures and "
                          "this many sampled ones (default: every block of the space, which takes hours on a CPU)")
     measure.add_argument("--seed", type=int, default=0, help="seed of the sampled architectures (with --archs)")
-    measure.add_argument("--networks", type=int, default=20, help="networks (sampled with seed + 1000) to measure "
+    measure.add_argument("--networks", type=int, default=40, help="networks (sampled with seed + 1000) to measure "
                          "end to end to fit the table's additivity correction; 0 skips it")
     measure.set_defaults(run=cmd_measure)
     latency = commands.add_parser("latency", help="predicted latency of an ArchSpec file with its breakdown")
