@@ -58,6 +58,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import kernels  # noqa: E402  (the public ops; their Triton modules are imported on the first Triton call)
+from benchmarks._io import write_json_atomic  # noqa: E402
 
 __all__ = ["main"]
 
@@ -598,23 +599,6 @@ def _versions() -> dict[str, Any]:
     import triton
     return {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None}
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write `payload` to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as tmp:
-            json.dump(payload, tmp, indent=1, allow_nan=False)
-            tmp.write("\n")
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def _row_key(row: dict[str, Any]) -> tuple[str, str, int]:

@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.latency_fidelity import spearman, write_json_atomic  # noqa: E402
+from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.estimate import block_cost, calibrate  # noqa: E402
 from latency_tables.predict import _block_from_key, open_table  # noqa: E402
 

@@ -10,11 +10,8 @@ flush), and reports the error distribution and the rank correlation.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,35 +22,12 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.blocks import decompose  # noqa: E402
 from latency_tables.measure import time_module  # noqa: E402
 from latency_tables.predict import open_table  # noqa: E402
 from latency_tables.targets import current_device_string, software_versions  # noqa: E402
 from search_spaces import DEFAULT_SPACE, build_model, sample_arch  # noqa: E402
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    def ranks(values: list[float]) -> np.ndarray:
-        order = np.argsort(values, kind="stable")
-        out = np.empty(len(values))
-        sorted_values = np.asarray(values)[order]
-        i = 0
-        while i < len(values):
-            j = i
-            while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
-                j += 1
-            out[order[i:j + 1]] = (i + j) / 2
-            i = j + 1
-        return out
-    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(handle.name, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,15 +5,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._io import write_json_atomic  # noqa: E402
 from search_spaces import REFERENCE_ARCHS, count_flops, count_params  # noqa: E402
 
 # (params in millions, GFLOPs = G multiply-adds at 224x224) as published by each paper / repository.
@@ -25,13 +23,6 @@ PUBLISHED = {
     "shvit_s1_like": ("SHViT-S1", 6.3, 0.241),
     "qna_t_like": ("QnA-ViT-T", 16.0, 2.5),
 }
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(handle.name, path)
 
 
 def main(argv: list[str] | None = None) -> int:

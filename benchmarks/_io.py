@@ -1,0 +1,46 @@
+"""Helpers shared by the benchmark scripts: atomic result files and rank correlation."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["write_json_atomic", "spearman"]
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write `payload` to a temporary file beside `path`, then rename it over `path` (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as tmp:
+            json.dump(payload, tmp, indent=1, allow_nan=False)
+            tmp.write("\n")
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation of two equally long lists (average ranks for ties)."""
+    def ranks(values: list[float]) -> np.ndarray:
+        order = np.argsort(values, kind="stable")
+        sorted_values = np.asarray(values, dtype=float)[order]
+        out = np.empty(len(values))
+        i = 0
+        while i < len(values):
+            j = i
+            while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
+                j += 1
+            out[order[i:j + 1]] = (i + j) / 2
+            i = j + 1
+        return out
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
