@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from search_spaces import ArchSpec, DownsampleSpec, HeadSpec, SearchSpace, StageSpec, StemSpec
+from search_spaces import ArchSpec, DownsampleSpec, SearchSpace, StageSpec, StemSpec
 from search_spaces.mixers import build_block
 from search_spaces.mixers.common import timm
 from search_spaces.spec import (

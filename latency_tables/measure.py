@@ -84,18 +84,25 @@ def time_callable(fn: Callable[[], object], settings: MeasureSettings, device: t
     return Timing(statistics.median(times), _quantile(times, 0.2), _quantile(times, 0.8), len(times))
 
 
+def _cache_flusher(example: torch.Tensor, flush_mb: int) -> Callable[[], object] | None:
+    """Untimed step before each CPU repeat: evict the module's weights from the private caches by writing
+    `flush_mb` MiB, then read the input back in, as the layer before it would have just written it."""
+    if flush_mb <= 0:
+        return None
+    flush = torch.empty(flush_mb * 2**20 // 4, dtype=torch.float32)
+
+    def flush_then_touch_input() -> None:
+        flush.fill_(1.0)
+        example.sum()
+    return flush_then_touch_input
+
+
 def time_module(module: nn.Module, example: torch.Tensor, settings: MeasureSettings,
                 device: torch.device | None = None) -> Timing:
     """Time ``module(example)`` in eval mode and `settings.dtype` on `device` (default: the example's)."""
     device = device or example.device
     module = module.to(device=device, dtype=DTYPES[settings.dtype]).eval()
     example = example.to(device=device, dtype=DTYPES[settings.dtype])
-    before_each = None
-    if device.type == "cpu" and settings.flush_cache_mb > 0:
-        flush = torch.empty(settings.flush_cache_mb * 2**20 // 4, dtype=torch.float32)
-
-        def before_each() -> None:
-            flush.fill_(1.0)  # evicts the module's weights from the private caches
-            example.sum()  # ... and brings the input back, as the layer before it would have
+    before_each = _cache_flusher(example, settings.flush_cache_mb) if device.type == "cpu" else None
     with torch.inference_mode():
         return time_callable(lambda: module(example), settings, device, before_each)

@@ -87,3 +87,42 @@ def test_corrupt_latency_db_is_one_line_and_untouched(tmp_path, capsys) -> None:
     assert launch.main(["latency", str(path), "--target", "cpu", "--latency-db", str(db)]) == 2
     assert "not a" in capsys.readouterr().err.lower()
     assert db.read_bytes() == b"this is not sqlite" * 10
+
+
+def test_measure_killed_midway_keeps_finished_entries_and_resumes(tmp_path) -> None:
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from latency_tables.storage import LatencyDB
+
+    db = tmp_path / "cpu.sqlite"
+    argv = [sys.executable, "launch.py", "measure", "--target", "cpu", "--latency-db", str(db), "--resolution", "32",
+            "--archs", "3", "--networks", "0"]
+    root = Path(launch.__file__).resolve().parent
+    process = subprocess.Popen(argv, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if db.exists() and LatencyDB(db).count() >= 5:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "measure finished before it could be interrupted"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    kept = LatencyDB(db).count()
+    assert kept >= 5
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    result = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first_line = result.stdout.splitlines()[0]
+    assert f": {kept} entries; measuring " in first_line  # only the rest is measured again
+    assert LatencyDB(db).count() > kept
