@@ -81,7 +81,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
     from latency_tables.blocks import decompose, space_blocks
     from latency_tables.storage import LatencyDBError
     from latency_tables.targets import TargetUnavailableError, current_device_string
-    from search_spaces import DEFAULT_SPACE, REFERENCE_ARCHS
+    from search_spaces import DEFAULT_SPACE, REFERENCE_ARCHS, sample_archs
     table = _open_table(args)
     try:
         current_device_string(table.target)  # refuse before any work on a machine without the target's device
@@ -92,7 +92,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
         blocks = space_blocks(DEFAULT_SPACE, resolution)
         scope = "every block of the space"
     else:
-        specs = list(REFERENCE_ARCHS.values()) + _sample_specs(args.archs, args.seed)
+        specs = list(REFERENCE_ARCHS.values()) + sample_archs(args.archs, args.seed)
         blocks = [block for spec in specs for block in decompose(spec, resolution)]
         scope = f"the blocks of the reference archs and {args.archs} sampled ones (seed {args.seed})"
     missing = len(table.missing(blocks))
@@ -104,25 +104,11 @@ def cmd_measure(args: argparse.Namespace) -> None:
         raise UsageError(str(error)) from None
     print(f"measured {measured} entries; the table now has {len(table.entries())}")
     if args.networks:
-        networks = _sample_specs(args.networks, args.seed + 1000)
+        networks = sample_archs(args.networks, args.seed + 1000)
         fit = table.fit_correction(networks)
         print(f"additivity correction from {fit.networks} networks measured end to end: network = "
               f"{fit.scale:.3f} x sum(blocks) + {fit.per_block_ms:.4f} ms x blocks (median |error| "
               f"{fit.median_abs_err_before:.1%} -> {fit.median_abs_err_after:.1%})")
-
-
-def _sample_specs(count: int, seed: int) -> list:
-    """`count` architectures sampled uniformly from the default space."""
-    import optuna
-    from search_spaces import DEFAULT_SPACE, sample_arch
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    specs = []
-    for _ in range(count):
-        trial = study.ask()
-        specs.append(sample_arch(trial, DEFAULT_SPACE))
-        study.tell(trial, 0.0)
-    return specs
 
 
 def cmd_latency(args: argparse.Namespace) -> None:

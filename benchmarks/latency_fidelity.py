@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import optuna  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
@@ -27,7 +26,7 @@ from latency_tables.blocks import decompose  # noqa: E402
 from latency_tables.measure import time_module  # noqa: E402
 from latency_tables.predict import open_table  # noqa: E402
 from latency_tables.targets import current_device_string, software_versions  # noqa: E402
-from search_spaces import DEFAULT_SPACE, build_model, sample_arch  # noqa: E402
+from search_spaces import DEFAULT_SPACE, build_model, sample_archs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,13 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     table = open_table(args.target, db=args.latency_db, resolution=args.resolution)
     device = torch.device("cuda" if table.target.kind == "gpu" else "cpu")
     device_string = current_device_string(table.target)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=args.seed))
-    specs = []
-    for _ in range(args.archs):
-        trial = study.ask()
-        specs.append(sample_arch(trial, DEFAULT_SPACE))
-        study.tell(trial, 0.0)
+    specs = sample_archs(args.archs, args.seed, DEFAULT_SPACE)
     resolution = table.settings.resolution
     measured_now = table.measure_missing([b for spec in specs for b in decompose(spec, resolution)])
     rows = []

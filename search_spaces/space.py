@@ -15,7 +15,7 @@ from search_spaces.spec import (
     StemSpec, StripMixer, WindowMixer,
 )
 
-__all__ = ["SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "sample_arch"]
+__all__ = ["SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "sample_arch", "sample_archs"]
 
 
 class Trial(Protocol):
@@ -117,3 +117,17 @@ def sample_arch(trial: Trial, space: SearchSpace = DEFAULT_SPACE) -> ArchSpec:
         stages.append(StageSpec(mixer=mixer, width=width, depth=depth, mlp_ratio=mlp_ratio, downsample=downsample))
     return ArchSpec(stem=StemSpec(stride=stem_stride, width=stages[0].width, kind=stem_kind), stages=tuple(stages),
                     head=HeadSpec(space.num_classes))
+
+
+def sample_archs(count: int, seed: int, space: SearchSpace = DEFAULT_SPACE) -> list[ArchSpec]:
+    """`count` architectures drawn uniformly (Optuna's RandomSampler with `seed`), for benchmarks and tables."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    specs = []
+    for _ in range(count):
+        trial = study.ask()
+        specs.append(sample_arch(trial, space))
+        study.tell(trial, 0.0)
+    return specs

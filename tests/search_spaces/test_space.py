@@ -7,19 +7,13 @@ import optuna
 import pytest
 import torch
 
-from search_spaces import CIFAR_SPACE, DEFAULT_SPACE, ArchSpec, build_model, sample_arch
+from search_spaces import CIFAR_SPACE, DEFAULT_SPACE, ArchSpec, build_model, sample_arch, sample_archs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _sample(space, count: int, seed: int) -> list[ArchSpec]:
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    specs = []
-    for _ in range(count):
-        trial = study.ask()
-        specs.append(sample_arch(trial, space))
-        study.tell(trial, 0.0)
-    return specs
+    return sample_archs(count, seed, space)
 
 
 @pytest.fixture(scope="module")
