@@ -1,0 +1,448 @@
+"""Accuracy proxies by name: zero-cost scores of an untrained network, and a short-training proxy.
+
+Every proxy scores an `ArchSpec`; higher means predicted more accurate. `score(name, spec, ...)` is the entry point
+the search calls: it builds a fresh network, seeds it, times the proxy and returns a `ProxyResult`; a proxy that
+cannot give a finite value raises `ProxyError` (the search records the trial as failed with that message).
+
+Proxies (``PROXIES``; ``DATA_FREE`` lists those that need no images):
+
+- ``params``, ``flops``: baselines. FLOPs are multiply-adds of one ``resolution`` x ``resolution`` image, as
+  `search_spaces.count_flops` counts them.
+- ``synflow`` (Tanaka et al., 2020), data-free: on a float64 copy of the network in eval mode (BatchNorm uses its
+  running statistics, so no batch statistics of a constant input) with every parameter replaced by its absolute
+  value, ``L = sum(f(1))`` for an all-ones ``[1, 3, R, R]`` input; value ``log10(sum_theta |theta * dL/dtheta|)``
+  (the log of the total, not a sum of per-layer logs: the total is the paper's score, the log only keeps its
+  range readable).
+- ``naswot`` (Mellor et al., 2021, "NASWOT: log|K_H|"): binary codes ``x > 0`` of every ``nn.ReLU`` and ``nn.GELU``
+  output (timm's Mlp uses ``nn.GELU``; ``GELU(x) > 0`` iff ``x > 0``) over the minibatch, in train mode as the
+  paper's code; ``K_H[i, j] = N_A - hamming(c_i, c_j)``; value ``logdet(K_H + I)``. The ridge of one count keeps
+  the value finite when two inputs share a code (``K_H`` singular): ``K_H + I`` has every eigenvalue >= 1, so the
+  value is >= 0, and for a fixed ``N_A`` its minimum, ``log(B * N_A + 1)``, is reached exactly when all inputs share
+  one code. It is at most ``B * log(N_A + 1)`` (Hadamard). ``details`` gives ``units`` (N_A) and ``batch`` (B).
+- ``grad_norm``: ``sum_theta ||dL/dtheta||_2`` after one cross-entropy backward on the minibatch (train mode).
+- ``snip`` (Lee et al., 2019, as a proxy by Abdelfattah et al., 2021): ``sum |theta * dL/dtheta|``, same backward.
+- ``zico`` (Li et al., 2023): the minibatch is split in `ZICO_SPLITS` parts, one backward each; for every parameter
+  tensor ``l``, ``log(sum_theta mean_b|g| / std_b(g))`` over its entries whose gradient varies across the parts
+  (population std, as the paper's code), summed over tensors; tensors with no varying entry are skipped. The
+  paper's code takes Conv2d/Linear weights only; here every parameter tensor counts, so learned queries, position
+  biases and norms of the attention mixers are scored too.
+- ``short_train``: `TrainRecipe` (AdamW, warmup + cosine, label smoothing; `nas.data.batches` with random crop +
+  flip) for ``steps`` steps on the training split, then top-1 accuracy on the test split in [0, 1]; intermediate accuracies every
+  ``report_every`` steps go to an optional ``report(step, accuracy) -> bool`` (True stops training: Optuna pruning).
+
+The gradient proxies (``grad_norm``, ``snip``, ``zico``, ``naswot``) use the model they are given: its mode,
+gradients and BatchNorm statistics change. `score` always hands them a freshly built network.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.data import batches
+from search_spaces import ArchSpec, build_model, module_flops
+
+__all__ = [
+    "ProxyError", "ProxyResult", "Proxy", "ProxyJob", "TrainRecipe", "PROXIES", "DATA_FREE", "score",
+    "synflow_score", "naswot_score", "grad_norm_score", "snip_score", "zico_score", "short_train",
+    "ZICO_SPLITS",
+]
+
+_log = logging.getLogger(__name__)
+
+ZICO_SPLITS = 2  # minibatches per ZiCo score, as the paper's code (two batches)
+
+ModelFactory = Callable[[], nn.Module]
+ReportFn = Callable[[int, float], bool]
+ArrayLike = Union[torch.Tensor, np.ndarray]
+
+
+class ProxyError(RuntimeError):
+    """A proxy could not produce a finite score (or lacks the data it needs); the message says why."""
+
+
+@dataclass(frozen=True)
+class ProxyResult:
+    """One proxy evaluation: `value` (higher = predicted better), wall time in `seconds`, and proxy `details`."""
+    name: str
+    value: float
+    seconds: float
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """The short-training proxy's fixed recipe. ``warmup_steps`` is capped at half of ``steps``; weight decay
+    applies to weights with two or more dimensions only (not to biases, norms, scales), as timm does."""
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    label_smoothing: float = 0.1
+    report_every: int = 100
+    eval_batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class ProxyJob:
+    """Everything a proxy may use. `build` returns a fresh network each call (initialised from the global RNG,
+    which `score` seeds); `images` ``[B, 3, R, R]`` float32 (normalised) and `labels` ``[B]`` int64 are the
+    minibatch of the data proxies; `train_data`/`test_data` ``(x uint8 [N, H, W, 3], y int64 [N])`` feed
+    ``short_train``."""
+    spec: ArchSpec
+    build: ModelFactory
+    resolution: int
+    seed: int
+    device: torch.device
+    images: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    train_data: tuple[torch.Tensor, torch.Tensor] | None = None
+    test_data: tuple[torch.Tensor, torch.Tensor] | None = None
+    recipe: TrainRecipe = TrainRecipe()
+    report: ReportFn | None = None
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A named proxy: ``fn(job) -> (value, details)``."""
+    name: str
+    needs_data: bool
+    description: str
+    fn: Callable[[ProxyJob], tuple[float, dict]]
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def _check_finite_output(output: torch.Tensor, proxy: str) -> None:
+    if not torch.isfinite(output).all():
+        raise ProxyError(f"{proxy}: the network's output is not finite (NaN or inf) on this input")
+
+
+def _cross_entropy_backward(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, proxy: str) -> None:
+    model.train()
+    model.zero_grad(set_to_none=True)
+    logits = model(images)
+    _check_finite_output(logits, proxy)
+    F.cross_entropy(logits, labels).backward()
+
+
+def _with_grads(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(name, p) for name, p in model.named_parameters() if p.grad is not None]
+
+
+# ------------------------------------------------------------------------------------------------- zero-cost
+def synflow_score(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """SynFlow of `model` for an all-ones input of `input_shape` (``[1, 3, R, R]``): ``log10(sum |theta * g|)``.
+
+    Runs on a float64 deep copy with absolute parameters in eval mode; `model` itself is left unchanged.
+    """
+    net = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.abs_()
+    net.zero_grad(set_to_none=True)
+    device = next(net.parameters()).device
+    output = net(torch.ones(input_shape, dtype=torch.float64, device=device))
+    _check_finite_output(output, "synflow")
+    output.sum().backward()
+    total = sum((p.detach() * p.grad).abs().sum() for _, p in _with_grads(net))
+    total = float(total)
+    if not math.isfinite(total) or total <= 0:
+        raise ProxyError(f"synflow: sum |theta * grad| is {total}; no finite positive saliency to take a log of")
+    return math.log10(total)
+
+
+def naswot_score(model: nn.Module, images: torch.Tensor) -> tuple[float, int]:
+    """NASWOT ``logdet(K_H + I)`` of `model` on `images` ``[B, 3, R, R]``; returns (score, N_A units hooked)."""
+    batch = images.shape[0]
+    kernel = torch.zeros(batch, batch, dtype=torch.float64, device=images.device)
+    units = 0
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal kernel, units
+        if output.shape[0] != batch:
+            raise ProxyError(f"naswot: {type(module).__name__} output has leading dim {output.shape[0]}, not the "
+                             f"batch {batch}; its units cannot be assigned to inputs")
+        codes = (output.detach() > 0).reshape(batch, -1).to(torch.float64)
+        kernel = kernel + codes @ codes.T + (1.0 - codes) @ (1.0 - codes).T
+        units += codes.shape[1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.GELU))]
+    if not handles:
+        raise ProxyError("naswot: the network has no nn.ReLU or nn.GELU module to take activation codes from")
+    try:
+        model.train()
+        with torch.no_grad():
+            output = model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    _check_finite_output(output, "naswot")
+    sign, logdet = torch.linalg.slogdet(kernel + torch.eye(batch, dtype=torch.float64, device=kernel.device))
+    if sign.item() <= 0 or not math.isfinite(logdet.item()):
+        raise ProxyError(f"naswot: K_H + I has sign {sign.item()} and log|det| {logdet.item()}")
+    return logdet.item(), units
+
+
+def grad_norm_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """``sum_theta ||dL/dtheta||_2`` after one cross-entropy backward on (`images`, `labels`), train mode."""
+    _cross_entropy_backward(model, images, labels, "grad_norm")
+    return float(sum(p.grad.detach().double().norm() for _, p in _with_grads(model)))
+
+
+def snip_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """SNIP saliency ``sum |theta * dL/dtheta|`` after one cross-entropy backward, train mode."""
+    _cross_entropy_backward(model, images, labels, "snip")
+    return float(sum((p.detach().double() * p.grad.double()).abs().sum() for _, p in _with_grads(model)))
+
+
+def zico_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, splits: int = ZICO_SPLITS) -> float:
+    """ZiCo: ``sum_l log(sum_theta mean_b|g| / std_b(g))`` over `splits` parts of the minibatch (module docstring)."""
+    if images.shape[0] < 2 * splits:
+        raise ValueError(f"zico needs at least {2 * splits} images ({splits} parts of 2), got {images.shape[0]}")
+    grads: dict[str, list[torch.Tensor]] = {}
+    for part_images, part_labels in zip(images.chunk(splits), labels.chunk(splits)):
+        _cross_entropy_backward(model, part_images, part_labels, "zico")
+        for name, p in _with_grads(model):
+            grads.setdefault(name, []).append(p.grad.detach().flatten().double().clone())
+    total = 0.0
+    for per_part in grads.values():
+        if len(per_part) < 2:
+            continue
+        stacked = torch.stack(per_part)  # [parts, entries]
+        std = stacked.std(dim=0, unbiased=False)
+        varying = std > 0
+        ratio_sum = (stacked.abs().mean(dim=0)[varying] / std[varying]).sum().item()
+        if ratio_sum > 0:
+            total += math.log(ratio_sum)
+    return total
+
+
+# ------------------------------------------------------------------------------------------------ short training
+def _as_split(data: tuple[ArrayLike, ArrayLike], which: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = (torch.as_tensor(a) for a in data)
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"short_train: {which} images must be uint8 [N, H, W, 3]; got {x.dtype} {list(x.shape)}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0] or y.dtype.is_floating_point:
+        raise ValueError(f"short_train: {which} labels must be integer [{x.shape[0]}]; got {y.dtype} {list(y.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"short_train: the {which} split is empty")
+    return x, y.to(torch.int64)
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, resolution: int) -> float:
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    with torch.no_grad():
+        for images, labels in batches(x, y, batch_size, resolution, shuffle=False, seed=0):
+            correct += int((model(images.to(device)).argmax(dim=1).cpu() == labels).sum())
+    model.train()
+    return correct / x.shape[0]
+
+
+def _training_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, resolution: int,
+                      seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless augmented, shuffled full batches (a new order each epoch; an epoch's last partial batch dropped)."""
+    for epoch in itertools.count():
+        for images, labels in batches(x, y, batch_size, resolution, shuffle=True, seed=seed + 7919 * epoch,
+                                      augment=True):
+            if images.shape[0] == batch_size:
+                yield images, labels
+
+
+def _lr_at(step: int, recipe: TrainRecipe) -> float:
+    """Linear warmup to ``lr`` (capped at half the steps), then cosine to 0; `step` counts from 0."""
+    warmup = min(recipe.warmup_steps, recipe.steps // 2)
+    if step < warmup:
+        return recipe.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, recipe.steps - warmup)
+    return 0.5 * recipe.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def short_train(model: nn.Module, train_data: tuple[ArrayLike, ArrayLike], test_data: tuple[ArrayLike, ArrayLike],
+                recipe: TrainRecipe = TrainRecipe(), *, seed: int = 0, report: ReportFn | None = None,
+                resolution: int | None = None) -> tuple[float, dict]:
+    """Train `model` with `recipe` and return (test top-1 accuracy in [0, 1], details).
+
+    `train_data`/`test_data` are ``(x uint8 [N, H, W, 3], y int [N])``, normalised here with ImageNet mean/std and
+    resized to `resolution` if given and different. Data order and augmentation come from a generator seeded with
+    `seed`; the model's initialisation is the caller's. Every ``report_every`` steps (and at the end) the test
+    accuracy goes to ``report(step, accuracy)``; True stops training early (``details['stopped_early']``) and the
+    value is that accuracy. Raises `ProxyError` when the loss stops being finite.
+    """
+    if recipe.steps < 1 or recipe.batch_size < 1 or recipe.report_every < 1:
+        raise ValueError(f"short_train: steps, batch_size and report_every must be >= 1; got {recipe}")
+    device = next(model.parameters()).device
+    x_train, y_train = _as_split(train_data, "train")
+    x_test, y_test = _as_split(test_data, "test")
+    resolution = resolution or x_train.shape[1]
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr)
+    batch_size = min(recipe.batch_size, x_train.shape[0])
+    stream = _training_batches(x_train, y_train, batch_size, resolution, seed)
+    history: list[list[float]] = []
+    stopped_early, loss_value, step = False, float("nan"), 0
+    model.train()
+    for step in range(1, recipe.steps + 1):
+        images, labels = next(stream)
+        images, labels = images.to(device), labels.to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step - 1, recipe)
+        loss = F.cross_entropy(model(images), labels, label_smoothing=recipe.label_smoothing)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise ProxyError(f"short_train: the loss is {loss_value} at step {step}; training diverged")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % recipe.report_every == 0 or step == recipe.steps:
+            accuracy = _accuracy(model, x_test, y_test, recipe.eval_batch_size, resolution)
+            history.append([step, accuracy])
+            _log.debug("short_train: step %d, loss %.4f, test accuracy %.4f", step, loss_value, accuracy)
+            if report is not None and report(step, accuracy) and step < recipe.steps:
+                stopped_early = True
+                break
+    details = {"steps": step, "accuracies": history, "stopped_early": stopped_early, "final_loss": loss_value,
+               "train_images": int(x_train.shape[0]), "test_images": int(x_test.shape[0])}
+    return history[-1][1], details
+
+
+# ------------------------------------------------------------------------------------------------- registry
+def _params(job: ProxyJob) -> tuple[float, dict]:
+    return float(sum(p.numel() for p in job.build().parameters())), {}
+
+
+def _flops(job: ProxyJob) -> tuple[float, dict]:
+    model = job.build()
+    image = torch.zeros(1, 3, job.resolution, job.resolution, device=next(model.parameters()).device)
+    return float(module_flops(model, image)), {"resolution": job.resolution}
+
+
+def _synflow(job: ProxyJob) -> tuple[float, dict]:
+    return synflow_score(job.build(), (1, 3, job.resolution, job.resolution)), {"resolution": job.resolution}
+
+
+def _naswot(job: ProxyJob) -> tuple[float, dict]:
+    value, units = naswot_score(job.build(), job.images)
+    return value, {"units": units, "batch": int(job.images.shape[0])}
+
+
+def _grad_norm(job: ProxyJob) -> tuple[float, dict]:
+    return grad_norm_score(job.build(), job.images, job.labels), {}
+
+
+def _snip(job: ProxyJob) -> tuple[float, dict]:
+    return snip_score(job.build(), job.images, job.labels), {}
+
+
+def _zico(job: ProxyJob) -> tuple[float, dict]:
+    return zico_score(job.build(), job.images, job.labels), {"splits": ZICO_SPLITS}
+
+
+def _short_train(job: ProxyJob) -> tuple[float, dict]:
+    return short_train(job.build(), job.train_data, job.test_data, job.recipe, seed=job.seed, report=job.report,
+                       resolution=job.resolution)
+
+
+PROXIES: dict[str, Proxy] = {p.name: p for p in (
+    Proxy("params", False, "number of parameters (baseline)", _params),
+    Proxy("flops", False, "multiply-adds of one image at the given resolution (baseline)", _flops),
+    Proxy("synflow", False, "log10 synaptic flow of |theta| on an all-ones input (Tanaka et al., 2020)", _synflow),
+    Proxy("naswot", True, "log|K_H + I| of ReLU/GELU activation codes (Mellor et al., 2021)", _naswot),
+    Proxy("grad_norm", True, "sum of gradient L2 norms after one cross-entropy backward", _grad_norm),
+    Proxy("snip", True, "sum |theta * grad| after one cross-entropy backward (SNIP)", _snip),
+    Proxy("zico", True, "sum over tensors of log(sum mean|g| / std g) across minibatches (Li et al., 2023)", _zico),
+    Proxy("short_train", True, "test top-1 after a few hundred training steps (TrainRecipe)", _short_train),
+)}
+DATA_FREE: tuple[str, ...] = tuple(name for name, proxy in PROXIES.items() if not proxy.needs_data)
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+def _check_batch(images: torch.Tensor, labels: torch.Tensor, resolution: int) -> None:
+    if images.ndim != 4 or images.shape[1] != 3 or not images.dtype.is_floating_point:
+        raise ValueError(f"images must be float [B, 3, H, W]; got {images.dtype} {list(images.shape)}")
+    if tuple(images.shape[-2:]) != (resolution, resolution):
+        raise ValueError(f"images are {images.shape[-2]}x{images.shape[-1]} but resolution is {resolution}; "
+                         f"pass resolution={images.shape[-1]} or resize the batch")
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.dtype != torch.int64:
+        raise ValueError(f"labels must be int64 [{images.shape[0]}]; got {labels.dtype} {list(labels.shape)}")
+    if images.shape[0] < 2:
+        raise ValueError(f"data proxies need a minibatch of at least 2 images, got {images.shape[0]}")
+
+
+def _resolve_num_classes(spec: ArchSpec, num_classes: int | None, labels: ArrayLike | None) -> int:
+    classes = num_classes if num_classes is not None else spec.head.num_classes
+    top = int(torch.as_tensor(labels).max()) + 1 if labels is not None and len(labels) else 0
+    if classes == 0:  # a features-only spec: size the classifier from the labels
+        classes = top
+    if top > classes:
+        raise ValueError(f"labels go up to {top - 1} but the network has {classes} classes; pass num_classes")
+    return classes
+
+
+def score(name: str, spec: ArchSpec, images: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
+          seed: int = 0, num_classes: int | None = None, resolution: int = 32,
+          train_data: tuple[ArrayLike, ArrayLike] | None = None, test_data: tuple[ArrayLike, ArrayLike] | None = None,
+          report: ReportFn | None = None, steps: int = 300, device: torch.device | str = "cpu") -> ProxyResult:
+    """Score `spec` with the proxy `name`.
+
+    Args:
+        images, labels: the minibatch of ``naswot``, ``grad_norm``, ``snip``, ``zico``: float32 ``[B, 3, R, R]``
+            normalised images (R = `resolution`) and int64 ``[B]`` labels. Ignored by the other proxies.
+        seed: seeds the network's initialisation (and short training's data order); the caller's torch RNG state
+            is restored afterwards.
+        num_classes: classifier size; default the spec's head (or, for a features-only spec, the labels' max + 1).
+        resolution: input size of ``flops`` and ``synflow``, and short training's (its data are resized to it).
+        train_data, test_data: ``(x uint8 [N, H, W, 3], y int [N])`` splits for ``short_train``.
+        report: ``report(step, accuracy) -> bool`` for ``short_train``'s intermediate accuracies; True stops.
+        steps: ``short_train``'s number of steps (the rest of `TrainRecipe` is fixed).
+        device: where the network runs.
+
+    Raises:
+        ProxyError: unknown name, data missing for a data proxy, or no finite value.
+        ValueError: malformed images or labels.
+    """
+    proxy = PROXIES.get(name)
+    if proxy is None:
+        raise ProxyError(f"unknown proxy {name!r}; known proxies: {', '.join(PROXIES)}")
+    has_data = (train_data is not None and test_data is not None) if name == "short_train" else \
+        (images is not None and labels is not None)
+    if proxy.needs_data and not has_data:
+        raise ProxyError(f"proxy {name!r} needs data (--data); data-free proxies: {', '.join(DATA_FREE)}")
+    device = torch.device(device)
+    if proxy.needs_data and name != "short_train":
+        _check_batch(images, labels, resolution)
+        images, labels = images.to(device), labels.to(device)
+    label_source = (train_data[1] if name == "short_train" else labels) if proxy.needs_data else None
+    classes = _resolve_num_classes(spec, num_classes, label_source)
+
+    def build() -> nn.Module:
+        return build_model(spec, num_classes=classes).to(device)
+
+    job = ProxyJob(spec=spec, build=build, resolution=resolution, seed=seed, device=device, images=images,
+                   labels=labels, train_data=train_data, test_data=test_data, recipe=TrainRecipe(steps=steps),
+                   report=report)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.default_generator.manual_seed(seed)  # networks are initialised on the CPU, then moved
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        start = time.perf_counter()
+        value, details = proxy.fn(job)
+        seconds = time.perf_counter() - start
+    if not math.isfinite(value):
+        raise ProxyError(f"proxy {name!r} gave {value} for {spec.name or spec.digest()}")
+    _log.debug("proxy %s on %s: %.6g in %.3f s", name, spec.name or spec.digest(), value, seconds)
+    return ProxyResult(name=name, value=float(value), seconds=seconds, details=details)

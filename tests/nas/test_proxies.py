@@ -1,0 +1,236 @@
+"""Accuracy proxies: finite on every tiny, sampled and reference network; deterministic; measuring what they claim;
+failing with ProxyError where they must; and leaving the caller's RNG state alone."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas import proxies
+from nas.proxies import DATA_FREE, PROXIES, ProxyError, TrainRecipe, score, short_train
+from search_spaces import CIFAR_SPACE, REFERENCE_ARCHS, TINY_ARCHS, ArchSpec, build_model, sample_archs
+
+ROOT = Path(__file__).resolve().parents[2]
+CIFAR_SUBSET = ROOT.parent / "shared" / "data" / "cifar10_subset.npz"
+ZERO_COST = [name for name in PROXIES if name != "short_train"]
+DATA_PROXIES = [name for name, proxy in PROXIES.items() if proxy.needs_data]
+
+
+def _batch(size: int, resolution: int = 32, num_classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(size, 3, resolution, resolution, generator=generator),
+            torch.randint(0, num_classes, (size,), generator=generator))
+
+
+def _uint8_split(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 256, (size, 32, 32, 3), dtype=torch.uint8, generator=generator),
+            torch.randint(0, 10, (size,), generator=generator))
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    return _batch(32)
+
+
+@pytest.fixture(scope="module")
+def random_splits() -> dict:
+    return dict(train_data=_uint8_split(256, seed=1), test_data=_uint8_split(64, seed=2))
+
+
+@pytest.fixture(scope="module")
+def cifar() -> dict:
+    if not CIFAR_SUBSET.exists():
+        pytest.skip(f"CIFAR-10 subset not found at {CIFAR_SUBSET}")
+    with np.load(CIFAR_SUBSET) as data:
+        return dict(train_data=(torch.from_numpy(data["x_train"]), torch.from_numpy(data["y_train"])),
+                    test_data=(torch.from_numpy(data["x_test"]), torch.from_numpy(data["y_test"])))
+
+
+def _score_all(name: str, spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, splits: dict | None = None,
+               **options) -> proxies.ProxyResult:
+    if name == "short_train":
+        return score(name, spec, steps=20, **splits, **options)
+    return score(name, spec, images, labels, **options)
+
+
+def _wider(spec: ArchSpec) -> ArchSpec:
+    """The same network with every width doubled (head counts still divide the widths)."""
+    return dataclasses.replace(spec, stem=dataclasses.replace(spec.stem, width=2 * spec.stem.width),
+                               stages=tuple(dataclasses.replace(s, width=2 * s.width) for s in spec.stages))
+
+
+def _non_finite(names: list[str], specs: list[ArchSpec], images: torch.Tensor, labels: torch.Tensor,
+                resolution: int = 32) -> list[str]:
+    failures = []
+    for spec in specs:
+        for name in names:
+            try:
+                value = score(name, spec, images, labels, resolution=resolution).value
+            except ProxyError as error:
+                value = str(error)
+            if not isinstance(value, float) or not math.isfinite(value):
+                failures.append(f"{name}: {value} on {spec.to_json(indent=None)}")
+    return failures
+
+
+# ------------------------------------------------------------------------------------------------- finiteness
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+@pytest.mark.parametrize("name", PROXIES)
+def test_every_proxy_is_finite_on_every_tiny_arch(name: str, arch: str, batch, random_splits) -> None:
+    result = _score_all(name, TINY_ARCHS[arch], *batch, random_splits)
+    assert result.name == name and math.isfinite(result.value) and result.seconds >= 0
+    if name == "short_train":
+        assert 0.0 <= result.value <= 1.0 and result.details["steps"] == 20
+
+
+def test_zero_cost_proxies_are_finite_on_25_sampled_cifar_specs() -> None:
+    assert not _non_finite(ZERO_COST, sample_archs(25, seed=0, space=CIFAR_SPACE), *_batch(16))
+
+
+@pytest.mark.slow
+def test_zero_cost_proxies_are_finite_on_100_sampled_cifar_specs() -> None:  # about 100 s on one CPU thread
+    assert not _non_finite(ZERO_COST, sample_archs(100, seed=1, space=CIFAR_SPACE), *_batch(16))
+
+
+@pytest.mark.slow
+def test_zero_cost_proxies_are_finite_on_every_reference_arch_at_224() -> None:  # about 60 s on one CPU thread
+    images, labels = _batch(4, resolution=224, num_classes=1000)
+    assert not _non_finite(ZERO_COST, list(REFERENCE_ARCHS.values()), images, labels, resolution=224)
+
+
+# ------------------------------------------------------------------------------------------------ determinism
+@pytest.mark.parametrize("name", ["synflow", *DATA_PROXIES])
+def test_same_seed_same_value_other_seed_other_value(name: str, batch, random_splits) -> None:
+    spec = TINY_ARCHS["tiny_conv"]
+    first, again, other = (_score_all(name, spec, *batch, random_splits, seed=seed) for seed in (0, 0, 1))
+    assert first.value == again.value and first.details == again.details
+    if name == "short_train":  # accuracy on 64 random test images may tie; the loss does not
+        assert first.details["final_loss"] != other.details["final_loss"]
+    else:
+        assert first.value != other.value
+
+
+@pytest.mark.parametrize("name", ["params", "flops"])
+def test_baselines_do_not_depend_on_the_seed(name: str) -> None:
+    spec = TINY_ARCHS["tiny_window"]
+    assert score(name, spec, seed=0).value == score(name, spec, seed=5).value > 0
+
+
+def test_scoring_leaves_the_global_rng_state_alone(batch, random_splits) -> None:
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    values = [_score_all(name, TINY_ARCHS["tiny_qna"], *batch, random_splits).value for name in PROXIES]
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(99)  # a different caller state gives the same scores
+    assert [_score_all(name, TINY_ARCHS["tiny_qna"], *batch, random_splits).value for name in PROXIES] == values
+
+
+# ------------------------------------------------------------------------------------- what the proxies measure
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_params_and_synflow_grow_with_width(arch: str) -> None:
+    spec = TINY_ARCHS[arch]
+    for name in ("params", "synflow"):
+        assert score(name, _wider(spec)).value > score(name, spec).value, name
+
+
+def test_naswot_is_at_its_minimum_when_every_input_shares_one_code(batch) -> None:
+    images, labels = batch
+    spec = TINY_ARCHS["tiny_conv"]
+    same = score("naswot", spec, images[:1].expand_as(images).contiguous(), labels)
+    distinct = score("naswot", spec, images, labels)
+    b, units = same.details["batch"], same.details["units"]
+    assert units == distinct.details["units"] > 0
+    # K_H = N_A * ones: logdet(K_H + I) = log(B * N_A + 1), the least any B x B kernel with diagonal N_A reaches.
+    assert same.value == pytest.approx(math.log(b * units + 1), rel=1e-9)
+    assert same.value < distinct.value <= b * math.log(units + 1)  # Hadamard: det <= product of the diagonal
+
+
+def test_zico_is_zero_when_both_minibatch_parts_give_the_same_gradients(batch) -> None:
+    images, labels = batch
+    half = images.shape[0] // 2
+    twice_images, twice_labels = torch.cat([images[:half]] * 2), torch.cat([labels[:half]] * 2)
+    assert score("zico", TINY_ARCHS["tiny_conv"], twice_images, twice_labels).value == 0.0  # no gradient varies
+    assert score("zico", TINY_ARCHS["tiny_conv"], images, labels).value > 0
+
+
+def test_grad_norm_and_snip_match_autograd(batch) -> None:
+    images, labels = batch
+    spec = TINY_ARCHS["tiny_single_head"]
+    torch.manual_seed(0)
+    model = build_model(spec).train()
+    params = [p for p in model.parameters()]
+    grads = torch.autograd.grad(F.cross_entropy(model(images), labels), params, allow_unused=True)
+    pairs = [(p, g) for p, g in zip(params, grads) if g is not None]
+    assert score("grad_norm", spec, images, labels).value == pytest.approx(sum(float(g.norm()) for _, g in pairs),
+                                                                           rel=1e-5)
+    assert score("snip", spec, images, labels).value == pytest.approx(
+        sum(float((p.detach() * g).abs().sum()) for p, g in pairs), rel=1e-5)
+
+
+def test_short_train_learns_cifar_well_above_chance(cifar) -> None:  # about 7 s
+    reports: list[tuple[int, float]] = []
+    result = score("short_train", TINY_ARCHS["tiny_conv"], steps=150, report=lambda s, a: reports.append((s, a)),
+                   **cifar)
+    assert result.value > 0.25, result.details
+    assert reports == [(100, reports[0][1]), (150, result.value)]
+    assert result.details["accuracies"] == [list(r) for r in reports] and not result.details["stopped_early"]
+
+
+def test_short_train_stops_when_report_says_so(random_splits) -> None:
+    torch.manual_seed(0)
+    calls: list[int] = []
+    value, details = short_train(build_model(TINY_ARCHS["tiny_conv"]), random_splits["train_data"],
+                                 random_splits["test_data"], TrainRecipe(steps=30, report_every=10),
+                                 report=lambda step, accuracy: calls.append(step) or step >= 20)
+    assert calls == [10, 20] and details["stopped_early"] and details["steps"] == 20
+    assert value == details["accuracies"][-1][1]
+
+
+# --------------------------------------------------------------------------------------------------- errors
+def test_registry_lists_data_free_proxies() -> None:
+    assert DATA_FREE == ("params", "flops", "synflow")
+    assert all(proxy.name == name and proxy.description for name, proxy in PROXIES.items())
+
+
+def test_unknown_proxy_names_the_known_ones() -> None:
+    with pytest.raises(ProxyError, match="unknown proxy 'jacob'; known proxies: params, flops, synflow, naswot"):
+        score("jacob", TINY_ARCHS["tiny_conv"])
+
+
+@pytest.mark.parametrize("name", DATA_PROXIES)
+def test_data_proxies_without_data_say_which_proxies_are_data_free(name: str) -> None:
+    with pytest.raises(ProxyError, match=rf"proxy '{name}' needs data \(--data\); data-free proxies: params, flops, "
+                                         r"synflow"):
+        score(name, TINY_ARCHS["tiny_conv"])
+
+
+class _NaNOutput(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * float("nan")
+
+
+@pytest.mark.parametrize("name", ["synflow", *DATA_PROXIES])
+def test_a_network_with_nan_outputs_raises_proxy_error(name: str, batch, random_splits, monkeypatch) -> None:
+    monkeypatch.setattr(proxies, "build_model",
+                        lambda spec, num_classes=None: _NaNOutput(build_model(spec, num_classes)))
+    with pytest.raises(ProxyError, match="not finite|nan"):
+        _score_all(name, TINY_ARCHS["tiny_conv"], *batch, random_splits)
+
+
+def test_malformed_batches_are_value_errors(batch) -> None:
+    images, labels = batch
+    with pytest.raises(ValueError, match="resolution is 64"):
+        score("naswot", TINY_ARCHS["tiny_conv"], images, labels, resolution=64)
+    with pytest.raises(ValueError, match="labels go up to 10 but the network has 10 classes"):
+        score("snip", TINY_ARCHS["tiny_conv"], images, torch.full_like(labels, 10))
