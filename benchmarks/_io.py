@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_json_atomic", "spearman"]
+__all__ = ["write_json_atomic", "spearman", "kendall"]
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -44,3 +44,23 @@ def spearman(a: list[float], b: list[float]) -> float:
             i = j + 1
         return out
     return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def kendall(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b of two equally long lists (O(n^2), fine for a few hundred points)."""
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif da == db:
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = np.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
+    return float((concordant - discordant) / denominator) if denominator else 0.0

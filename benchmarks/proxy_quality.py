@@ -1,0 +1,110 @@
+"""Which accuracy proxy ranks this space's architectures like their trained accuracy?
+
+Samples architectures from the CIFAR-scale space, trains each with one fixed recipe on the CIFAR-10 subset
+(``TRAINED_RECIPE``: 1500 steps of batch 128 = ~38 epochs of the 5,000 training images, AdamW 2e-3, warmup +
+cosine, label smoothing 0.1, crop + flip; top-1 on the 1,000 test images), scores each with every proxy, and
+reports Spearman and Kendall of every proxy against the trained accuracy with the proxies' run times. Results per
+architecture are cached (one JSON line each) so a stopped run resumes.
+
+    python benchmarks/proxy_quality.py --archs 40     -> benchmarks/results/proxy-quality.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks._io import kendall, spearman, write_json_atomic  # noqa: E402
+from nas.data import batches, load_data  # noqa: E402
+from nas.proxies import PROXIES, TrainRecipe, score, short_train  # noqa: E402
+from search_spaces import CIFAR_SPACE, ArchSpec, build_model, sample_archs  # noqa: E402
+
+DATA = ROOT.parent / "shared/data/cifar10_subset.npz"
+TRAINED_RECIPE = TrainRecipe(steps=1500, report_every=1500)
+PROXY_BATCH = 64  # images per zero-cost proxy minibatch
+RESULTS = ROOT / "benchmarks/results"
+
+
+def _evaluate(spec: ArchSpec, data, seed: int) -> dict:
+    images, labels = next(batches(data.x_train, data.y_train, PROXY_BATCH, 32, shuffle=True, seed=seed))
+    row: dict = {"digest": spec.digest(), "spec": spec.to_dict(), "proxies": {}}
+    for name in PROXIES:
+        result = score(name, spec, images, labels, seed=seed, num_classes=data.num_classes, resolution=32,
+                       train_data=(data.x_train, data.y_train), test_data=(data.x_test, data.y_test))
+        row["proxies"][name] = {"value": result.value, "seconds": result.seconds}
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    accuracy, details = short_train(build_model(spec, num_classes=data.num_classes), (data.x_train, data.y_train),
+                                    (data.x_test, data.y_test), TRAINED_RECIPE, seed=seed)
+    row["trained_accuracy"], row["train_seconds"] = accuracy, time.perf_counter() - started
+    return row
+
+
+def summarise(rows: list[dict]) -> dict:
+    accuracy = [r["trained_accuracy"] for r in rows]
+    proxies = {}
+    for name in rows[0]["proxies"]:
+        values = [r["proxies"][name]["value"] for r in rows]
+        proxies[name] = {"spearman": spearman(values, accuracy), "kendall": kendall(values, accuracy),
+                         "seconds_per_arch": statistics.mean(r["proxies"][name]["seconds"] for r in rows)}
+    # Rank aggregation of the zero-cost proxies (AZ-NAS-style: sum of log relative ranks), if it ranks better.
+    zero_cost = [n for n in proxies if n not in ("params", "flops", "short_train")]
+    ranks = {n: np.argsort(np.argsort([r["proxies"][n]["value"] for r in rows])) + 1 for n in zero_cost}
+    combined = [float(sum(np.log(ranks[n][i] / len(rows)) for n in zero_cost)) for i in range(len(rows))]
+    proxies["zero_cost_rank_sum"] = {"spearman": spearman(combined, accuracy), "kendall": kendall(combined, accuracy),
+                                     "seconds_per_arch": sum(proxies[n]["seconds_per_arch"] for n in zero_cost),
+                                     "of": zero_cost}
+    candidates = {n: p for n, p in proxies.items() if n not in ("params", "flops")}
+    default = max(candidates, key=lambda n: candidates[n]["spearman"])
+    return {"archs": len(rows), "default_proxy": default, "proxies": proxies,
+            "trained_accuracy": {"min": min(accuracy), "median": statistics.median(accuracy), "max": max(accuracy)},
+            "recipe": TRAINED_RECIPE.__dict__, "date": time.strftime("%Y-%m-%d")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=RESULTS / "proxy-quality-archs.jsonl")
+    parser.add_argument("--out", type=Path, default=RESULTS / "proxy-quality.json")
+    args = parser.parse_args(argv)
+    if not DATA.exists():
+        print(f"error: {DATA} not found (the shared CIFAR-10 subset)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    data = load_data(DATA)
+    done = {}
+    if args.cache.exists():
+        for line in args.cache.read_text().splitlines():
+            row = json.loads(line)
+            done[row["digest"]] = row
+    rows = []
+    for i, spec in enumerate(sample_archs(args.archs, args.seed, CIFAR_SPACE)):
+        if spec.digest() not in done:
+            row = _evaluate(spec, data, args.seed)
+            with args.cache.open("a") as handle:  # one line per finished architecture: a stop loses at most one
+                handle.write(json.dumps(row) + "\n")
+            done[row["digest"]] = row
+        rows.append(done[spec.digest()])
+        print(f"[{i + 1}/{args.archs}] trained accuracy {rows[-1]['trained_accuracy']:.3f} "
+              f"({rows[-1]['train_seconds']:.0f} s)", flush=True)
+    result = summarise(rows)
+    write_json_atomic(args.out, result)
+    for name, p in sorted(result["proxies"].items(), key=lambda item: -item[1]["spearman"]):
+        print(f"{name:<20} spearman {p['spearman']:+.3f}  kendall {p['kendall']:+.3f}  {p['seconds_per_arch']:.2f} s")
+    print(f"default proxy: {result['default_proxy']} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
