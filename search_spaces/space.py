@@ -7,7 +7,7 @@ Parameter names: ``stem_kind``, ``stem_stride``, ``num_stages``, then per stage 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from search_spaces.spec import (
@@ -48,14 +48,13 @@ class SearchSpace:
     qk_dims: tuple[int, ...] = (8, 16, 32)
     qna_downsample_head_dim: int = 16
     num_classes: int = 1000
-    tags: dict = field(default_factory=dict, compare=False)  # free-form notes (e.g. the resolution it is for)
 
 
 DEFAULT_SPACE = SearchSpace()
 # Small networks for 32x32 images (CIFAR): low strides, narrow stages.
 CIFAR_SPACE = SearchSpace(stem_strides=(4,), widths=((32, 64), (64, 96, 128), (128, 192), (192, 256)),
                           depths=((1, 2), (1, 2), (1, 2, 3), (1, 2)), window_sizes=(4, 8), stripe_widths=(1, 2, 4),
-                          num_classes=10, tags={"resolution": 32})
+                          num_classes=10)
 
 
 def _heads(trial: Trial, prefix: str, width: int, space: SearchSpace, even: bool = False) -> int:
