@@ -16,11 +16,13 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from search_spaces import ArchSpec, DownsampleSpec, SearchSpace, StageSpec, StemSpec
+from search_spaces import ArchSpec, DownsampleSpec, SearchSpace, StemSpec
 from search_spaces.mixers import build_block
 from search_spaces.mixers.common import timm
+from search_spaces.space import heads_for, partial_dim_for
 from search_spaces.spec import (
     MIXER_TYPES, ConvMixer, LinearMixer, MixerSpec, QnAMixer, SingleHeadMixer, StripMixer, WindowMixer,
+    mlp_hidden_width,
 )
 from search_spaces.transitions import build_stem, build_transition
 
@@ -118,7 +120,7 @@ def decompose(spec: ArchSpec, resolution: int) -> list[Block]:
 
 # ------------------------------------------------------------------------------------------ the whole space
 def _mixer_choices(space: SearchSpace, width: int) -> Iterator[MixerSpec]:
-    """Every mixer spec `sample_arch` can produce at `width` (same derivations as search_spaces.space)."""
+    """Every mixer spec `sample_arch` can produce at `width` (the same `heads_for` / `partial_dim_for`)."""
     for kind in space.mixers:
         if kind == "conv":
             yield from (ConvMixer(k) for k in space.conv_kernel_sizes if "convnext" in space.conv_variants)
@@ -126,21 +128,20 @@ def _mixer_choices(space: SearchSpace, width: int) -> Iterator[MixerSpec]:
                 yield ConvMixer(3, "repvit")
         elif kind == "window":
             for head_dim, window, shift in itertools.product(space.head_dims, space.window_sizes, (True, False)):
-                yield WindowMixer(width // head_dim, window, shift)
+                yield WindowMixer(heads_for(width, head_dim), window, shift)
         elif kind == "linear":
             for head_dim, alternate, window in itertools.product(space.head_dims, (True, False), space.window_sizes):
-                yield LinearMixer(width // head_dim, alternate, window)
+                yield LinearMixer(heads_for(width, head_dim), alternate, window)
         elif kind == "single_head":
             for ratio, qk_dim in itertools.product(space.partial_ratios, space.qk_dims):
-                yield SingleHeadMixer(max(width // 8, int(width * ratio)), qk_dim)
+                yield SingleHeadMixer(partial_dim_for(width, ratio), qk_dim)
         elif kind == "strip":
             for head_dim, stripe in itertools.product(space.head_dims, space.stripe_widths):
-                heads = width // head_dim
-                yield StripMixer(heads * 2 if heads % 2 else heads, stripe)
+                yield StripMixer(heads_for(width, head_dim, even=True), stripe)
         elif kind == "qna":
             for head_dim, k, queries in itertools.product(space.head_dims, space.qna_kernel_sizes,
                                                           space.qna_num_queries):
-                yield QnAMixer(width // head_dim, k, queries)
+                yield QnAMixer(heads_for(width, head_dim), k, queries)
 
 
 def space_blocks(space: SearchSpace, resolution: int) -> list[Block]:
@@ -161,7 +162,7 @@ def _space_block_candidates(space: SearchSpace, resolution: int) -> Iterator[Blo
                         (3, resolution, resolution), -1)
         for index, hw in enumerate(sizes):
             for width, mlp_ratio in itertools.product(space.widths[index], space.mlp_ratios):
-                hidden = StageSpec(ConvMixer(3), width, 1, mlp_ratio).hidden_width
+                hidden = mlp_hidden_width(width, mlp_ratio)
                 for mixer in _mixer_choices(space, width):
                     for position in sorted({_position(mixer, 0), _position(mixer, 1)}):
                         yield _block(mixer, width, hidden, position, hw, index)

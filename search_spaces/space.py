@@ -15,7 +15,8 @@ from search_spaces.spec import (
     StemSpec, StripMixer, WindowMixer,
 )
 
-__all__ = ["SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "sample_arch", "sample_archs"]
+__all__ = ["SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "sample_arch", "sample_archs", "heads_for",
+           "partial_dim_for"]
 
 
 class Trial(Protocol):
@@ -57,10 +58,20 @@ CIFAR_SPACE = SearchSpace(stem_strides=(4,), widths=((32, 64), (64, 96, 128), (1
                           num_classes=10)
 
 
-def _heads(trial: Trial, prefix: str, width: int, space: SearchSpace, even: bool = False) -> int:
-    head_dim = trial.suggest_categorical(f"{prefix}_head_dim", space.head_dims)
+def heads_for(width: int, head_dim: int, even: bool = False) -> int:
+    """Number of heads of `head_dim` channels on `width`; with `even` (stripes), an odd count is doubled (the head
+    dim halved) so that both stripe directions get half."""
     heads = width // head_dim
-    return heads * 2 if even and heads % 2 else heads  # odd head count for stripes: halve the head dim instead
+    return heads * 2 if even and heads % 2 else heads
+
+
+def partial_dim_for(width: int, ratio: float) -> int:
+    """SHViT's attended channels for a `ratio` of `width`, at least width // 8."""
+    return max(width // 8, int(width * ratio))
+
+
+def _heads(trial: Trial, prefix: str, width: int, space: SearchSpace, even: bool = False) -> int:
+    return heads_for(width, trial.suggest_categorical(f"{prefix}_head_dim", space.head_dims), even)
 
 
 def _sample_mixer(trial: Trial, kind: str, prefix: str, width: int, space: SearchSpace) -> MixerSpec:
@@ -80,7 +91,7 @@ def _sample_mixer(trial: Trial, kind: str, prefix: str, width: int, space: Searc
                            window_size=trial.suggest_categorical(f"{prefix}_window_size", space.window_sizes))
     if kind == "single_head":
         ratio = trial.suggest_categorical(f"{prefix}_partial_ratio", space.partial_ratios)
-        return SingleHeadMixer(partial_dim=max(width // 8, int(width * ratio)),
+        return SingleHeadMixer(partial_dim=partial_dim_for(width, ratio),
                                qk_dim=trial.suggest_categorical(f"{prefix}_qk_dim", space.qk_dims))
     if kind == "strip":
         return StripMixer(num_heads=_heads(trial, prefix, width, space, even=True),

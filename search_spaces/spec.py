@@ -200,7 +200,7 @@ class StageSpec:
     @property
     def hidden_width(self) -> int:
         """Width of the MLP's hidden layer."""
-        return max(1, int(round(self.width * self.mlp_ratio)))
+        return mlp_hidden_width(self.width, self.mlp_ratio)
 
 
 @dataclass(frozen=True)
@@ -291,6 +291,11 @@ class ArchSpec:
     def digest(self, length: int = 12) -> str:
         """Short hex hash of `canonical()`."""
         return hashlib.sha256(self.canonical().encode()).hexdigest()[:length]
+
+
+def mlp_hidden_width(width: int, mlp_ratio: float) -> int:
+    """Hidden width of an MLP of ratio `mlp_ratio` on `width` channels (every block and the QnA downsampling)."""
+    return max(1, int(round(width * mlp_ratio)))
 
 
 def _check_keys(data: dict, allowed: set[str], field: str) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 from search_spaces.mixers import QnADownsample
 from search_spaces.mixers.common import ConvFFN, ConvNorm, LayerNorm, nchw, nhwc
 from search_spaces.mixers.common import timm  # imported through the compatibility shim
-from search_spaces.spec import DownsampleSpec, StemSpec
+from search_spaces.spec import DownsampleSpec, StemSpec, mlp_hidden_width
 
 SqueezeExcite = timm.layers.SqueezeExcite
 
@@ -108,5 +108,5 @@ def build_transition(spec: DownsampleSpec, in_width: int, out_width: int, mlp_ra
     if spec.kind == "shvit":
         return SHViTDownsample(in_width, out_width)
     if spec.kind == "qna":
-        return QnADownsample(in_width, out_width, spec.num_heads, max(1, round(out_width * mlp_ratio)))
+        return QnADownsample(in_width, out_width, spec.num_heads, mlp_hidden_width(out_width, mlp_ratio))
     return nn.Linear(in_width, out_width) if in_width != out_width else nn.Identity()
