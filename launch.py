@@ -1,12 +1,14 @@
 """Command line of the hybrid-backbone NAS system.
 
-    python launch.py archs [--resolution 224] [--names swin_t_like ...]   params / GFLOPs of the reference archs
-    python launch.py check SPEC.json [--resolution 224]                    validate an ArchSpec file, show its cost
-    python launch.py measure --target cpu [--archs 50]                     build / refresh a latency table here
-    python launch.py latency SPEC.json --target a100                       predicted latency with its breakdown
+    python launch.py --target a100 --budget 5ms [--trials 100 ...]        search (the default command), then export
+    python launch.py export --study NAME [--top 5]                          re-export the winners of a stored study
+    python launch.py dashboard --study NAME [--port 8080]                   optuna-dashboard on a study, 127.0.0.1
+    python launch.py measure --target cpu [--archs 50]                      build / refresh a latency table here
+    python launch.py latency SPEC.json --target a100                        predicted latency with its breakdown
+    python launch.py check SPEC.json [--resolution 224]                     validate an ArchSpec file, show its cost
+    python launch.py archs [--resolution 224] [--names swin_t_like ...]     params / GFLOPs of the reference archs
 
-The search itself (``python launch.py --target a100 --budget 5ms``), ``dashboard`` and ``export`` arrive with the
-search orchestration. Errors print one line and exit with status 2.
+Errors print one line and exit with status 2; an interrupted search exits with 130 and resumes when rerun.
 """
 from __future__ import annotations
 
@@ -120,6 +122,91 @@ def cmd_latency(args: argparse.Namespace) -> None:
               f"{stage.estimated_blocks} estimated blocks)")
 
 
+# ------------------------------------------------------------------------------------------------- search
+def _search_errors() -> tuple[type[Exception], ...]:
+    """The errors of the search floor that mean bad input or an unusable resource: one line, exit 2."""
+    from nas.config import ConfigError
+    from nas.data import DataError
+    from nas.dashboard import DashboardError
+    from nas.export import ExportError
+    from nas.search import SearchError
+    from nas.study import StudyError
+    return ConfigError, DataError, StudyError, SearchError, ExportError, DashboardError
+
+
+def _search_config(args: argparse.Namespace):
+    from nas.config import SearchConfig
+    return SearchConfig(target=args.target, budget_ms=args.budget, trials=args.trials, timeout_s=args.timeout,
+                        workers=args.workers, ray_address=args.ray_address, sampler=args.sampler,
+                        objective=args.objective, proxy=args.proxy, data=args.data, batch=args.batch,
+                        resolution=args.resolution, dtype=args.dtype, proxy_resolution=args.proxy_resolution,
+                        latency_db=args.latency_db, study=args.study, storage=args.storage, out=args.out,
+                        seed=args.seed, top_k=args.top, train_steps=args.train_steps)
+
+
+def _print_summary(summary) -> None:
+    counts = summary.trials
+    print(f"study {summary.study!r} ({summary.status}) in {summary.storage}")
+    print(f"  trials: {counts['total']} — {counts['feasible']} feasible evaluated, {counts['over_budget']} over "
+          f"budget (not evaluated), {counts['duplicates']} duplicates, {counts['failed']} failed")
+    if summary.best is not None:
+        best = summary.best
+        print(f"  best within {summary.budget_ms:g} ms on {summary.target}: trial {best['trial']}, "
+              f"{best['latency_ms']:.3f} ms, proxy {summary.proxy} = {best['proxy']:.6g}, "
+              f"{best['params'] / 1e6:.2f} M params, {best['flops'] / 1e9:.3f} GFLOPs")
+        print(f"  latency source: {summary.latency_source}")
+    for note in summary.notes:
+        print(f"  note: {note}")
+    for path in summary.exports:
+        print(f"  exported: {path}")
+    print(f"  summary: {Path(summary.out) / 'summary.json'}")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from nas.search import run_search
+    try:
+        summary = run_search(_search_config(args), progress=not args.quiet,
+                             announce=lambda line: print(line, flush=True))
+    except _search_errors() as error:
+        raise UsageError(str(error)) from None
+    _print_summary(summary)
+
+
+def _stored_study(args: argparse.Namespace):
+    from nas.config import default_out, default_storage
+    from nas.study import load_study
+    out = args.out if args.out is not None else default_out(args.study)
+    storage = args.storage or default_storage(out)
+    if args.storage is None and not (out / "study.db").exists():
+        raise UsageError(f"no study {args.study!r} under {out} (no {out / 'study.db'}); pass --storage or --out")
+    try:
+        return load_study(args.study, storage), out, storage
+    except _search_errors() as error:
+        raise UsageError(str(error)) from None
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from nas.export import export_study
+    study, out, storage = _stored_study(args)
+    try:
+        paths = export_study(study, out, args.top, storage)
+    except _search_errors() as error:
+        raise UsageError(str(error)) from None
+    if not paths:
+        raise UsageError(f"study {args.study!r} has no evaluated architecture within its budget; nothing exported")
+    for path in paths:
+        print(f"exported: {path}")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    from nas.dashboard import serve
+    _, _, storage = _stored_study(args)
+    try:
+        serve(storage, args.study, host=args.host, port=args.port, announce=lambda line: print(line, flush=True))
+    except _search_errors() as error:
+        raise UsageError(str(error)) from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -130,22 +217,68 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _budget(text: str) -> float:
+    from nas.config import ConfigError, parse_latency_ms
+    try:
+        return parse_latency_ms(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit 2, without the usage block
         raise UsageError(message)
 
 
+COMMANDS = ("search", "export", "dashboard", "measure", "latency", "check", "archs")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="launch.py", description="Hardware-aware NAS for hybrid vision backbones.")
+    parser = _Parser(prog="launch.py", description="Hardware-aware NAS for hybrid vision backbones. Without a "
+                     "command, searches: python launch.py --target a100 --budget 5ms (see: launch.py search -h).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    archs = commands.add_parser("archs", help="params and GFLOPs of the reference architectures")
-    archs.add_argument("--resolution", type=_positive_int, default=224, help="square input size in pixels")
-    archs.add_argument("--names", nargs="+", help="only these architectures (default: all)")
-    archs.set_defaults(run=cmd_archs)
-    check = commands.add_parser("check", help="validate an ArchSpec JSON file and print its params and GFLOPs")
-    check.add_argument("spec", help="path of an ArchSpec JSON file (as written by ArchSpec.to_json)")
-    check.add_argument("--resolution", type=_positive_int, default=224, help="square input size in pixels")
-    check.set_defaults(run=cmd_check)
+    search = commands.add_parser("search", help="search the space under a latency budget, then export the winners "
+                                 "(the default command)")
+    _search_flags(search)
+    search.set_defaults(run=cmd_search)
+    export = commands.add_parser("export", help="export the best and Pareto architectures of a stored study")
+    _stored_study_flags(export)
+    export.add_argument("--top", type=_non_negative_int, default=5, help="Pareto architectures to export besides "
+                        "the best one (default 5)")
+    export.set_defaults(run=cmd_export)
+    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on a study's storage")
+    _stored_study_flags(dashboard)
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; the dashboard "
+                           "has no authentication)")
+    dashboard.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080)")
+    dashboard.set_defaults(run=cmd_dashboard)
     measure = commands.add_parser("measure", help="measure the missing entries of a latency table on this machine")
     _table_flags(measure)
     measure.add_argument("--archs", type=_positive_int, help="only the blocks of the reference architectures and "
@@ -158,7 +291,58 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("spec", help="path of an ArchSpec JSON file")
     _table_flags(latency)
     latency.set_defaults(run=cmd_latency)
+    check = commands.add_parser("check", help="validate an ArchSpec JSON file and print its params and GFLOPs")
+    check.add_argument("spec", help="path of an ArchSpec JSON file (as written by ArchSpec.to_json)")
+    check.add_argument("--resolution", type=_positive_int, default=224, help="square input size in pixels")
+    check.set_defaults(run=cmd_check)
+    archs = commands.add_parser("archs", help="params and GFLOPs of the reference architectures")
+    archs.add_argument("--resolution", type=_positive_int, default=224, help="square input size in pixels")
+    archs.add_argument("--names", nargs="+", help="only these architectures (default: all)")
+    archs.set_defaults(run=cmd_archs)
     return parser
+
+
+def _search_flags(parser: argparse.ArgumentParser) -> None:
+    from nas.config import OBJECTIVES, SAMPLERS
+    from nas.proxies import PROXIES
+    _table_flags(parser)
+    parser.add_argument("--budget", type=_budget, required=True, help="latency budget per batch on the target: "
+                        "5ms, 5.5ms or 800us")
+    parser.add_argument("--trials", type=_positive_int, default=100, help="total trials of the study (a resumed "
+                        "study runs only the missing ones; default 100)")
+    parser.add_argument("--timeout", type=_positive_float, help="seconds after which no new trial starts (running "
+                        "ones finish); default none")
+    parser.add_argument("--workers", type=_positive_int, default=2, help="evaluations in flight, one CPU each "
+                        "(default 2)")
+    parser.add_argument("--ray-address", help="address of a running Ray cluster (host:port); default: start a "
+                        "local Ray for this search")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default tpe)")
+    parser.add_argument("--objective", choices=OBJECTIVES, help="best: maximise the proxy within the budget; "
+                        "pareto: proxy up and latency_ms down (default: pareto with nsga2, else best)")
+    parser.add_argument("--proxy", choices=tuple(PROXIES), help="accuracy proxy (default: short_train with "
+                        "--data, flops without; chosen by benchmarks/proxy_quality.py)")
+    parser.add_argument("--data", type=Path, help="images for the data proxies: an ImageFolder directory, a "
+                        "CIFAR-10 python batch folder or an .npz (x uint8 NHWC, y int); default none")
+    parser.add_argument("--proxy-resolution", type=_positive_int, help="proxies' input size in pixels (default: "
+                        "the data's image size, at least 64; without data, --resolution)")
+    parser.add_argument("--train-steps", type=_positive_int, default=300, help="steps of the short_train proxy "
+                        "(default 300)")
+    parser.add_argument("--study", help="study name (default <target>-<budget>-<sampler>-<proxy>); rerunning with "
+                        "the same name resumes it")
+    parser.add_argument("--storage", help="Optuna storage, any SQLAlchemy URL (default sqlite:///<out>/study.db)")
+    parser.add_argument("--out", type=Path, help="output folder for summary.json and exports/ (default "
+                        "runs/<study>)")
+    parser.add_argument("--seed", type=int, default=0, help="sampler and proxy seed (default 0)")
+    parser.add_argument("--top", type=_non_negative_int, default=5, help="Pareto architectures to export besides "
+                        "the best one (default 5)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _stored_study_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", required=True, help="study name, as the search printed it")
+    parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///<out>/study.db)")
+    parser.add_argument("--out", type=Path, help="the search's output folder (default runs/<study>); exports go "
+                        "to <out>/exports/<study>/")
 
 
 def _table_flags(parser: argparse.ArgumentParser) -> None:
@@ -172,12 +356,18 @@ def _table_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "search")  # the default command: launch.py --target a100 --budget 5ms
     try:
         args = build_parser().parse_args(argv)
         args.run(args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are stored; rerun the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from latency_tables.blocks import Block, decompose
 from latency_tables.estimate import EstimationError, Roofline, block_cost, calibrate, default_roofline
-from latency_tables.measure import DTYPES, MeasureSettings, time_module
+from latency_tables.measure import DTYPES, MeasureSettings, Timing, time_module
 from latency_tables.storage import EntryKey, LatencyDB, Measurement, default_db_path
 from latency_tables.targets import TARGETS, Target, current_device_string, get_target, software_versions
 from search_spaces import ArchSpec, build_model
@@ -130,13 +130,10 @@ class LatencyTable:
     def fit_correction(self, specs: list[ArchSpec], progress: bool = True) -> AdditivityCorrection:
         """Measure `specs` end to end on this machine (their missing blocks first), fit and store the correction."""
         self.measure_missing([b for spec in specs for b in decompose(spec, self.settings.resolution)], progress)
-        device = torch.device("cuda" if self.target.kind == "gpu" else "cpu")
         entries, samples = self.entries(), []
         for spec in tqdm(specs, desc=f"measuring {self.target.name} networks", unit="net", disable=not progress):
             blocks = decompose(spec, self.settings.resolution)
-            torch.manual_seed(0)
-            example = torch.randn(self.settings.batch, 3, self.settings.resolution, self.settings.resolution)
-            measured = time_module(build_model(spec), example, self.settings, device).median_ms
+            measured = self.measure_network(spec).median_ms
             samples.append((sum(entries[(b.key, b.in_shape)].median_ms for b in blocks), len(blocks), measured))
         fit = AdditivityCorrection.fit(samples)
         record = {"fit": dataclasses.asdict(fit), "networks": [s.digest() for s in specs], "samples": samples,
@@ -144,6 +141,15 @@ class LatencyTable:
         self.db.set_info(self._correction_key, json.dumps(record))
         self._correction = fit
         return fit
+
+    def measure_network(self, spec: ArchSpec) -> Timing:
+        """Time `spec` end to end on this machine with the table's settings (`TargetUnavailableError` if this
+        machine is not the target)."""
+        current_device_string(self.target)
+        device = torch.device("cuda" if self.target.kind == "gpu" else "cpu")
+        torch.manual_seed(0)
+        example = torch.randn(self.settings.batch, 3, self.settings.resolution, self.settings.resolution)
+        return time_module(build_model(spec), example, self.settings, device)
 
     # ------------------------------------------------------------------------------------------------ entries
     def entries(self) -> dict[tuple[str, tuple[int, int, int]], Measurement]:

@@ -126,3 +126,56 @@ def test_measure_killed_midway_keeps_finished_entries_and_resumes(tmp_path) -> N
     first_line = result.stdout.splitlines()[0]
     assert f": {kept} entries; measuring " in first_line  # only the rest is measured again
     assert LatencyDB(db).count() > kept
+
+
+# ------------------------------------------------------------------------------------------------- search
+SEARCH = ["--target", "a100", "--budget", "5ms"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "a100", "--budget", "5"], "budget '5' is not a latency: write a number and a unit"),
+    (["--target", "a100", "--budget", "fast"], "budget 'fast' is not a latency"),
+    (["--target", "a100", "--budget=-1ms"], "budget '-1ms' is not a latency"),
+    (["--target", "a100", "--budget", "0ms"], "budget '0ms' must be a positive latency"),
+    (["--target", "a100"], "the following arguments are required: --budget"),
+    (SEARCH + ["--trials", "0"], "argument --trials: expected a positive integer, got 0"),
+    (SEARCH + ["--workers", "two"], "argument --workers: expected a positive integer, got 'two'"),
+    (SEARCH + ["--timeout=-5"], "argument --timeout: expected a positive number of seconds, got '-5'"),
+    (SEARCH + ["--sampler", "cmaes"], "argument --sampler: invalid choice: 'cmaes'"),
+    (SEARCH + ["--proxy", "magic"], "argument --proxy: invalid choice: 'magic'"),
+    (SEARCH + ["--objective", "fastest"], "argument --objective: invalid choice: 'fastest'"),
+    (SEARCH + ["--resolution", "0"], "argument --resolution: expected a positive integer, got 0"),
+    (SEARCH + ["--top=-1"], "argument --top: expected an integer >= 0, got -1"),
+    (SEARCH + ["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--target", "tpu", "--budget", "5ms"], "unknown latency target 'tpu'; known targets: a100, a10g, cpu"),
+    (SEARCH + ["--study", "bad name!"], "study name 'bad name!' must be 1-100 letters"),
+    (SEARCH + ["--proxy", "naswot"], "proxy 'naswot' needs images: pass --data"),
+    (SEARCH + ["--data", "/no/such/images"], "/no/such/images: no such file or folder"),
+    (SEARCH + ["--storage", "notadb://x"], "cannot open storage notadb://x"),
+    (["export", "--study", "never-ran"], "no study 'never-ran' under runs/never-ran"),
+    (["dashboard", "--study", "x", "--port", "70000"], "argument --port: expected a port number 1-65535"),
+])
+def test_search_bad_flags_are_one_line_and_exit_2(argv, message, capsys, tmp_path) -> None:
+    if argv[0] not in ("export", "dashboard") and "--out" not in argv:
+        argv = argv + ["--out", str(tmp_path)]
+    assert launch.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and message in captured.err, captured.err
+    assert not (tmp_path / "study.db").exists()  # nothing stored for a refused search
+
+
+def test_search_resuming_with_another_budget_is_refused(stored_study_file, capsys) -> None:
+    storage, out = stored_study_file
+    argv = ["--target", "cpu", "--budget", "7ms", "--study", "unit-study", "--storage", storage, "--out", str(out),
+            "--proxy", "synflow", "--resolution", "32"]
+    assert launch.main(argv) == 2
+    assert "study 'unit-study' was made with budget_ms=5.0, not 7.0" in capsys.readouterr().err
+
+
+def test_export_command_reexports_a_stored_study(stored_study_file, capsys) -> None:
+    storage, out = stored_study_file
+    assert launch.main(["export", "--study", "unit-study", "--storage", storage, "--out", str(out), "--top",
+                        "1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split("/")[-1] for line in printed] == ["hnas_unit_study_t0003", "hnas_unit_study_t0000"]
+    assert (out / "exports/unit-study/hnas_unit_study_t0003/MODEL_CARD.md").exists()

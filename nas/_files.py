@@ -1,0 +1,49 @@
+"""Writes that never leave a half-written file or folder behind: temporary sibling, then rename."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_text_atomic", "write_json_atomic", "replace_dir_atomic"]
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as tmp:
+            tmp.write(text)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """`payload` as indented JSON (no NaN or inf), written atomically."""
+    write_text_atomic(path, json.dumps(payload, indent=1, allow_nan=False) + "\n")
+
+
+def replace_dir_atomic(staging: Path, final: Path) -> None:
+    """Move the finished folder `staging` to `final`, replacing an older `final` only once the new one is whole.
+
+    Both must be on one filesystem (make `staging` a sibling of `final`). A crash leaves either the old folder or
+    the new one at `final` (at worst the old one under a ``.old-`` name beside it), never a partial one.
+    """
+    final = Path(final)
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

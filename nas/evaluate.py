@@ -1,0 +1,103 @@
+"""One trial's evaluation, as a Ray worker runs it: the proxy score of an architecture, with its params and FLOPs.
+
+`evaluate(request, data)` never raises for a bad architecture: a proxy failure, a non-finite score or running
+out of memory come back as an `Outcome` with ``ok=False`` and a one-line ``error``, which the driver records as a
+FAIL trial. Only a lost worker (the process died) surfaces as a Ray error on the driver's side.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from nas.data import batches
+from nas.proxies import PROXIES, ProxyError, ProxyResult, score
+from search_spaces import ArchSpec, SpecError, count_params, module_flops, build_model
+
+__all__ = ["EvalRequest", "ProxyData", "Outcome", "evaluate", "PROXY_BATCH"]
+
+PROXY_BATCH = 64  # images in the minibatch of the zero-cost data proxies
+
+
+@dataclass(frozen=True)
+class ProxyData:
+    """Images for the data proxies: uint8 ``[N, H, W, 3]`` and int64 ``[N]`` per split."""
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What to evaluate: `spec_json` (``ArchSpec.to_json``) with the proxy `proxy` at `proxy_resolution` pixels;
+    params and FLOPs are counted at `cost_resolution` (the latency table's input size), on one thread each."""
+    spec_json: str
+    proxy: str
+    proxy_resolution: int
+    cost_resolution: int
+    seed: int = 0
+    train_steps: int = 300
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one evaluation: ``value`` of the proxy (higher is better) or, with ``ok=False``, ``error``."""
+    ok: bool
+    value: float | None = None
+    error: str | None = None
+    proxy_seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+    params: int | None = None
+    flops: int | None = None
+    seconds: float = 0.0
+    worker: str = ""
+
+
+def _minibatch(data: ProxyData, resolution: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same first shuffled batch for every architecture: proxies compare networks, not minibatches."""
+    return next(batches(data.x_train, data.y_train, PROXY_BATCH, resolution, shuffle=True, seed=seed))
+
+
+def evaluate(request: EvalRequest, data: ProxyData | None = None) -> Outcome:
+    """Score `request`'s architecture; failures of the architecture come back as ``Outcome(ok=False, error=...)``."""
+    started = time.perf_counter()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    torch.set_num_threads(request.threads)
+    try:
+        spec = ArchSpec.from_json(request.spec_json)
+        proxy = PROXIES.get(request.proxy)
+        if proxy is None:
+            raise ProxyError(f"unknown proxy {request.proxy!r}")
+        kwargs: dict = {"seed": request.seed, "resolution": request.proxy_resolution, "steps": request.train_steps}
+        if proxy.needs_data:
+            if data is None:
+                raise ProxyError(f"proxy {request.proxy!r} needs data and none was given")
+            kwargs["num_classes"] = data.num_classes
+            if request.proxy == "short_train":
+                kwargs.update(train_data=(data.x_train, data.y_train), test_data=(data.x_test, data.y_test))
+            else:
+                kwargs["images"], kwargs["labels"] = _minibatch(data, request.proxy_resolution, request.seed)
+        model = build_model(spec)
+        params = count_params(model)
+        cost_started = time.perf_counter()
+        flops = module_flops(model, torch.zeros(1, 3, request.cost_resolution, request.cost_resolution))
+        if request.proxy == "flops" and request.proxy_resolution == request.cost_resolution:
+            # the same count the flops proxy would make: don't trace the network twice
+            result = ProxyResult("flops", float(flops), time.perf_counter() - cost_started,
+                                 {"resolution": request.cost_resolution})
+        else:
+            result = score(request.proxy, spec, **kwargs)
+    except torch.OutOfMemoryError as error:
+        return Outcome(ok=False, error=f"out of memory: {str(error).splitlines()[0]}",
+                       seconds=time.perf_counter() - started, worker=worker)
+    except (ProxyError, SpecError, ValueError, RuntimeError) as error:
+        return Outcome(ok=False, error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                       seconds=time.perf_counter() - started, worker=worker)
+    return Outcome(ok=True, value=result.value, proxy_seconds=result.seconds, details=result.details,
+                   params=params, flops=flops, seconds=time.perf_counter() - started, worker=worker)

@@ -1,0 +1,421 @@
+"""The search driver: Optuna ask/tell in this process, evaluations as Ray tasks, the budget as a constraint.
+
+Per trial: the sampler proposes an architecture (`search_spaces.sample_arch`), its latency is looked up in the
+target's table (`latency_tables`) before anything runs, and then
+
+- over budget -> told PRUNED at once (constraint > 0), no worker time spent;
+- an architecture already evaluated (same `ArchSpec.digest`) -> told the earlier result, marked ``duplicate_of``;
+- otherwise a Ray task (`nas.evaluate.evaluate`) scores it; `workers` tasks are kept in flight and results are
+  told as they finish. A failed evaluation (exception, non-finite score, out of memory, lost worker) is a FAIL
+  trial with its reason, and the search goes on.
+
+Interrupted (Ctrl-C), the driver fails its in-flight trials, queues their architectures again and writes the
+summary; rerunning the same command resumes the study. A driver killed outright leaves RUNNING trials, which the
+next run recognises (their driver process is gone) and requeues the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import optuna
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from latency_tables import EstimationError, LatencyDBError, LatencyTable, Prediction, UnknownTargetError, open_table
+from nas._files import write_json_atomic
+from nas.config import ConfigError, SearchConfig
+from nas.data import load_data
+from nas.evaluate import EvalRequest, Outcome, ProxyData, evaluate
+from nas.proxies import DATA_FREE, PROXIES
+from nas.export import export_study
+from nas.study import (
+    TrialRecord, best_record, driver_id, open_study, pareto_records, records, recover_interrupted,
+)
+from search_spaces import DEFAULT_SPACE, SearchSpace, sample_arch
+
+__all__ = ["SearchError", "SearchSummary", "run_search", "prepare", "summarise", "ray_session",
+           "MIN_DATA_PROXY_RESOLUTION"]
+
+_log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MIN_DATA_PROXY_RESOLUTION = 64  # data proxies see the data's image size, upsampled to at least this
+Evaluator = Callable[[EvalRequest, "ProxyData | None"], Outcome]
+
+
+class SearchError(RuntimeError):
+    """The search cannot start or go on (Ray unreachable, latency table unusable...); one line says why."""
+
+
+@dataclass
+class SearchSummary:
+    """What `run_search` did; written as ``<out>/summary.json``."""
+    study: str
+    storage: str
+    target: str
+    budget_ms: float
+    objective: str
+    sampler: str
+    proxy: str
+    latency_source: str
+    status: str  # "finished" | "interrupted" | "timeout"
+    trials: dict
+    best: dict | None
+    pareto: list[dict]
+    exports: list[str] = field(default_factory=list)
+    out: str = ""
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+# ----------------------------------------------------------------------------------------------------- Ray
+@contextlib.contextmanager
+def ray_session(address: str | None, workers: int) -> Iterator[None]:
+    """Ray for one search: a local instance with `workers` CPUs, or the cluster at `address`; shut down after
+    (unless Ray was already initialised by the caller)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 writes an auth token to ~ otherwise
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    options = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:  # workers import this project from its folder even where it is not pip-installed
+            path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+            ray.init(num_cpus=workers, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}},
+                     **options)
+    except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError... for a bad address
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise SearchError(f"cannot start or reach {where}: {str(error).splitlines()[0]}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def _check_proxy(config: SearchConfig) -> None:
+    proxy = PROXIES.get(config.proxy)
+    if proxy is None:
+        raise ConfigError(f"unknown proxy {config.proxy!r}; known proxies: {', '.join(PROXIES)}")
+    if proxy.needs_data and config.data is None:
+        raise ConfigError(f"proxy {config.proxy!r} needs images: pass --data (or a data-free proxy: "
+                          f"{', '.join(DATA_FREE)})")
+
+
+def _open_latency_table(config: SearchConfig) -> LatencyTable:
+    try:
+        return open_table(config.target, db=config.latency_db, batch=config.batch, resolution=config.resolution,
+                          dtype=config.dtype, create=False)
+    except (UnknownTargetError, LatencyDBError, EstimationError, ValueError) as error:
+        raise ConfigError(str(error)) from None
+
+
+def _proxy_data(config: SearchConfig) -> ProxyData | None:
+    if config.data is None:
+        return None
+    data = load_data(config.data)  # DataError: one line naming the path
+    return ProxyData(data.x_train, data.y_train, data.x_test, data.y_test, data.num_classes)
+
+
+def _study_attrs(config: SearchConfig, table: LatencyTable, proxy_resolution: int) -> dict:
+    settings = table.settings
+    return {"target": config.target, "budget_ms": float(config.budget_ms), "objective": config.objective,
+            "proxy": config.proxy, "sampler": config.sampler, "batch": settings.batch,
+            "resolution": settings.resolution, "dtype": settings.dtype, "proxy_resolution": proxy_resolution,
+            "latency_table": table.db.url, "data": str(config.data) if config.data else None, "seed": config.seed,
+            "command": "python " + shlex.join(sys.argv) if sys.argv and sys.argv[0] else None}
+
+
+def _latency_attrs(prediction: Prediction, budget_ms: float) -> dict:
+    return {"latency_ms": round(prediction.latency_ms, 6), "budget_ms": float(budget_ms),
+            "latency_source": prediction.source,
+            "latency_breakdown_ms": {k: round(v, 6) for k, v in prediction.breakdown_ms().items()}}
+
+
+def _set_attrs(trial: optuna.Trial, attrs: dict) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def _outcome_attrs(outcome: Outcome) -> dict:
+    return {"proxy_value": outcome.value, "proxy_seconds": round(outcome.proxy_seconds, 4),
+            "params": outcome.params, "flops": outcome.flops, "eval_seconds": round(outcome.seconds, 4),
+            "worker": outcome.worker}
+
+
+class _Tally:
+    """Counts for the progress bar."""
+
+    def __init__(self, rows: list[TrialRecord]) -> None:
+        best = best_record(rows)
+        self.feasible = sum(r.feasible and r.duplicate_of is None for r in rows)
+        self.best = best.proxy if best else None
+
+    def add(self, value: float) -> None:
+        self.feasible += 1
+        self.best = value if self.best is None else max(self.best, value)
+
+    def postfix(self) -> dict:
+        return {"feasible": self.feasible, "best": "-" if self.best is None else f"{self.best:.4g}"}
+
+
+# -------------------------------------------------------------------------------------------------- driver
+class _Driver:
+    """One run of the ask/evaluate/tell loop over a study (see the module docstring)."""
+
+    def __init__(self, config: SearchConfig, study: optuna.Study, table: LatencyTable, evaluator: Evaluator,
+                 data_ref: object, proxy_resolution: int, space: SearchSpace) -> None:
+        import ray
+
+        self.ray = ray
+        self.config, self.study, self.table, self.space = config, study, table, space
+        self.remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(evaluator)
+        self.data_ref = data_ref
+        self.proxy_resolution = proxy_resolution
+        self.driver = driver_id()
+        self.in_flight: dict[object, tuple[optuna.Trial, str, float]] = {}  # ref -> (trial, digest, latency_ms)
+        self.waiting: dict[str, list[tuple[optuna.Trial, float]]] = {}  # digest -> duplicates of an in-flight one
+        self.done: dict[str, tuple[int, Outcome]] = {}  # digest -> (trial number, outcome) of evaluated archs
+        self.tally = _Tally(records(study))
+        for row in records(study):
+            if row.spec is None or row.duplicate_of is not None:
+                continue
+            if row.state == "COMPLETE":
+                self.done[row.spec.digest()] = (row.number, _outcome_from_attrs(row))
+            elif row.state == "FAIL" and row.user_attrs.get("fail_kind") == "evaluation":
+                self.done[row.spec.digest()] = (row.number, Outcome(ok=False, error=row.reason))
+
+    def values(self, outcome: Outcome, latency_ms: float) -> list[float]:
+        return [outcome.value, latency_ms] if self.config.objective == "pareto" else [outcome.value]
+
+    def tell(self, trial: optuna.Trial, outcome: Outcome, latency_ms: float, duplicate_of: int | None = None,
+             fail_kind: str = "evaluation") -> None:
+        attrs = _outcome_attrs(outcome) if outcome.ok else {"fail_reason": outcome.error, "fail_kind": fail_kind}
+        if duplicate_of is not None:
+            attrs["duplicate_of"] = duplicate_of
+        _set_attrs(trial, attrs)
+        if outcome.ok:
+            self.study.tell(trial, self.values(outcome, latency_ms))
+            if duplicate_of is None:
+                self.tally.add(outcome.value)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+
+    def propose(self) -> int:
+        """Ask one trial and either settle it at once or dispatch it; returns trials settled."""
+        trial = self.study.ask()
+        trial.set_user_attr("driver", self.driver)
+        spec = sample_arch(trial, self.space)
+        digest = spec.digest()
+        prediction = self.table.predict(spec)
+        latency_ms = prediction.latency_ms
+        _set_attrs(trial, {"arch": spec.to_json(), "digest": digest, **_latency_attrs(prediction, self.config.budget_ms)})
+        trial.set_constraint("latency_over_budget_ms", latency_ms - self.config.budget_ms)
+        if latency_ms > self.config.budget_ms:
+            trial.set_user_attr("prune_reason", f"over budget: {latency_ms:.3f} ms > {self.config.budget_ms:g} ms")
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return 1
+        if digest in self.done:
+            number, outcome = self.done[digest]
+            self.tell(trial, outcome, latency_ms, duplicate_of=number)
+            return 1
+        if any(d == digest for _, d, _ in self.in_flight.values()):
+            self.waiting.setdefault(digest, []).append((trial, latency_ms))
+            return 0
+        request = EvalRequest(spec_json=spec.to_json(), proxy=self.config.proxy,
+                              proxy_resolution=self.proxy_resolution, cost_resolution=self.table.settings.resolution,
+                              seed=self.config.seed, train_steps=self.config.train_steps)
+        ref = self.remote.remote(request, self.data_ref)
+        self.in_flight[ref] = (trial, digest, latency_ms)
+        return 0
+
+    def collect(self, timeout_s: float | None = None) -> int:
+        """Tell the evaluations that finished (waiting up to `timeout_s` for one); returns trials settled."""
+        ready, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
+        settled = 0
+        for ref in ready:
+            trial, digest, latency_ms = self.in_flight.pop(ref)
+            fail_kind = "evaluation"
+            try:
+                outcome = self.ray.get(ref)
+            except self.ray.exceptions.RayError as error:  # worker died (killed, OOM-killer), node lost
+                outcome = Outcome(ok=False, error=f"worker lost: {type(error).__name__}: "
+                                                  f"{str(error).strip().splitlines()[0] if str(error) else ''}")
+                fail_kind = "worker_lost"
+            if outcome.ok and not math.isfinite(outcome.value):
+                outcome = Outcome(ok=False, error=f"proxy gave {outcome.value}")
+            self.tell(trial, outcome, latency_ms, fail_kind=fail_kind)
+            settled += 1
+            if fail_kind == "evaluation":
+                self.done[digest] = (trial.number, outcome)
+            for twin, twin_latency in self.waiting.pop(digest, []):
+                self.tell(twin, outcome, twin_latency, duplicate_of=trial.number, fail_kind=fail_kind)
+                settled += 1
+        return settled
+
+    def abandon(self, reason: str) -> None:
+        """Fail every unfinished trial with `reason` and queue its architecture again (interrupt)."""
+        pending = [(trial, None) for trial, _, _ in self.in_flight.values()]
+        pending += [(trial, None) for twins in self.waiting.values() for trial, _ in twins]
+        for ref in list(self.in_flight):
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=True)
+        for trial, _ in pending:
+            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr("fail_kind", "interrupted")
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+        self.in_flight.clear()
+        self.waiting.clear()
+
+    def run(self, to_ask: int, deadline: float | None, progress: bool) -> str:
+        """Run until `to_ask` trials are settled or the deadline passes; returns the stop reason."""
+        status = "finished"
+        asked = 0
+        with tqdm(total=to_ask, disable=not progress, unit="trial", dynamic_ncols=True,
+                  desc=f"search {self.config.study}") as bar:
+            bar.set_postfix(self.tally.postfix())
+            while True:
+                timed_out = deadline is not None and time.monotonic() > deadline
+                if timed_out:
+                    status = "timeout"
+                while (not timed_out and asked < to_ask and len(self.in_flight) < self.config.workers):
+                    asked += 1
+                    settled = self.propose()
+                    if settled:
+                        bar.update(settled)
+                        bar.set_postfix(self.tally.postfix())
+                if not self.in_flight:
+                    break
+                settled = self.collect(timeout_s=None if deadline is None else max(0.1, deadline - time.monotonic()))
+                if settled:
+                    bar.update(settled)
+                    bar.set_postfix(self.tally.postfix())
+        return status
+
+
+def _outcome_from_attrs(row: TrialRecord) -> Outcome:
+    attrs = row.user_attrs
+    return Outcome(ok=True, value=row.proxy, proxy_seconds=attrs.get("proxy_seconds", 0.0), params=attrs.get("params"),
+                   flops=attrs.get("flops"), seconds=attrs.get("eval_seconds", 0.0), worker=attrs.get("worker", ""))
+
+
+def _finished_count(study: optuna.Study) -> int:
+    """Trials that count towards ``--trials``: settled ones, except those an interrupt cut short (requeued)."""
+    count = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+        if not (trial.state == TrialState.FAIL and trial.user_attrs.get("fail_kind") == "interrupted"):
+            count += 1
+    return count
+
+
+def _row_summary(row: TrialRecord) -> dict:
+    return {"trial": row.number, "latency_ms": row.latency_ms, "proxy": row.proxy, "params": row.params,
+            "flops": row.flops, "latency_source": row.latency_source, "breakdown_ms": row.breakdown_ms,
+            "arch": row.spec.to_dict() if row.spec else None}
+
+
+def summarise(study: optuna.Study, config: SearchConfig, status: str, seconds: float,
+              exports: list[str] | None = None) -> SearchSummary:
+    """The `SearchSummary` of a stored study (also used by ``launch.py export``)."""
+    rows = records(study)
+    best = best_record(rows)
+    front = pareto_records(rows)
+    counts = {"total": len(rows),
+              "complete": sum(r.state == "COMPLETE" for r in rows),
+              "feasible": sum(r.feasible and r.duplicate_of is None for r in rows),
+              "duplicates": sum(r.duplicate_of is not None for r in rows),
+              "over_budget": sum(r.state == "PRUNED" for r in rows),
+              "failed": sum(r.state == "FAIL" and r.user_attrs.get("fail_kind") != "interrupted" for r in rows),
+              "interrupted": sum(r.user_attrs.get("fail_kind") == "interrupted" for r in rows)}
+    sources = {r.latency_source.split(";")[0].split(" (")[0] for r in rows if r.latency_source}
+    source = best.latency_source if best else ("; ".join(sorted(sources)) or "none")
+    notes = []
+    if best is None:
+        fastest = min((r.latency_ms for r in rows if r.latency_ms is not None), default=None)
+        notes.append("no architecture within the budget" + (f"; the fastest seen takes {fastest:.3f} ms" if fastest
+                                                              is not None else ""))
+    if study.user_attrs.get("data") is None:
+        notes.append(f"no --data: scored with the data-free proxy {config.proxy!r}")
+    return SearchSummary(study=config.study, storage=config.storage, target=config.target,
+                         budget_ms=float(config.budget_ms), objective=config.objective, sampler=config.sampler,
+                         proxy=config.proxy, latency_source=source, status=status, trials=counts,
+                         best=_row_summary(best) if best else None, pareto=[_row_summary(r) for r in front],
+                         exports=list(exports or []), out=str(config.out), seconds=round(seconds, 2), notes=notes)
+
+
+def prepare(config: SearchConfig) -> tuple[SearchConfig, LatencyTable, ProxyData | None, int]:
+    """Check a config and load what it needs, before any study is touched: ``(resolved config, latency table,
+    proxy data, proxy resolution)``. Raises `ConfigError` or `DataError` with one line."""
+    config = config.resolved()
+    _check_proxy(config)
+    table = _open_latency_table(config)
+    data = _proxy_data(config)
+    if config.proxy_resolution is not None:
+        proxy_resolution = config.proxy_resolution
+    elif data is not None:
+        proxy_resolution = max(MIN_DATA_PROXY_RESOLUTION, int(data.x_train.shape[1]))
+    else:  # data-free proxies see the deployment input size
+        proxy_resolution = table.settings.resolution
+    return config, table, data, proxy_resolution
+
+
+def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: bool = True,
+               space: SearchSpace = DEFAULT_SPACE, announce: Callable[[str], None] | None = None) -> SearchSummary:
+    """Run (or resume) the search `config` asks for and write ``<out>/summary.json``; see the module docstring.
+    `announce` gets one line saying where the study and the exports are, once the settings are checked.
+
+    Raises:
+        ConfigError, DataError: bad settings or data (nothing was stored).
+        StudyError: the storage cannot be opened, or the study was made with other settings.
+        SearchError: Ray cannot be started or reached.
+        KeyboardInterrupt: after failing and requeueing the in-flight trials and writing the summary.
+    """
+    started = time.monotonic()
+    config, table, data, proxy_resolution = prepare(config)
+    config.out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study, resumed = open_study(config, _study_attrs(config, table, proxy_resolution))
+    recovered = recover_interrupted(study)
+    if recovered:
+        _log.warning("requeued %d trial(s) of an earlier run that stopped before finishing them", recovered)
+    done = _finished_count(study)
+    to_ask = max(0, config.trials - done)
+    if announce is not None:
+        state = f"resumed, {done} of {config.trials} trials done" if resumed else "new"
+        announce(f"study {config.study!r} ({state}) in {config.storage}; summary and exports under {config.out}")
+    deadline = started + config.timeout_s if config.timeout_s else None
+    status = "finished"
+    with ray_session(config.ray_address, config.workers):
+        import ray
+
+        data_ref = ray.put(data) if data is not None else None
+        driver = _Driver(config, study, table, evaluator, data_ref, proxy_resolution, space)
+        try:
+            status = driver.run(to_ask, deadline, progress)
+        except KeyboardInterrupt:
+            driver.abandon("interrupted: the search was stopped (Ctrl-C); requeued for the next run")
+            summary = summarise(study, config, "interrupted", time.monotonic() - started)
+            write_json_atomic(config.out / "summary.json", summary.to_dict())
+            raise
+    exports = [str(path) for path in export_study(study, config.out, config.top_k, config.storage)]
+    summary = summarise(study, config, status, time.monotonic() - started, exports)
+    write_json_atomic(config.out / "summary.json", summary.to_dict())
+    return summary
+

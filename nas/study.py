@@ -1,0 +1,201 @@
+"""The Optuna study of a search: creation and resumption, samplers, and reading trials back as `TrialRecord`s.
+
+A study stores, besides Optuna's own data, what it was created for (study user attributes ``target``,
+``budget_ms``, ``proxy``, ``objective``, latency-table settings...), so a resume with other settings is refused
+and an export can describe the search without its command line. Every trial stores its architecture, latency
+(with breakdown and source), budget, params, FLOPs and proxy score as user attributes: the dashboard shows them.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.config import ConfigError, SearchConfig
+from search_spaces import ArchSpec
+
+__all__ = [
+    "StudyError", "TrialRecord", "STUDY_KEYS", "make_sampler", "open_study", "load_study", "records",
+    "best_record", "pareto_records", "recover_interrupted", "driver_id", "metric_names",
+]
+
+_log = logging.getLogger(__name__)
+
+# Study user attributes that must match when a study is resumed.
+STUDY_KEYS = ("target", "budget_ms", "objective", "proxy", "batch", "resolution", "dtype", "proxy_resolution")
+NSGA2_POPULATION = 24  # small enough that 100 trials make four generations
+
+
+class StudyError(RuntimeError):
+    """A study cannot be created, resumed or read; the message says which study and why."""
+
+
+def make_sampler(name: str, seed: int, objective: str) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called `name`. The budget reaches every one of them as a trial constraint
+    (``trial.set_constraint``): TPE and NSGA-II rank infeasible trials below feasible ones."""
+    warnings.filterwarnings("ignore", category=ExperimentalWarning, module="optuna")  # group=, set_metric_names
+    if name == "tpe":
+        # constant_liar: trials still running count as bad, so parallel workers do not all get the same proposal.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=10)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=NSGA2_POPULATION)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
+    raise ConfigError(f"unknown sampler {name!r}")
+
+
+def metric_names(config: SearchConfig) -> list[str]:
+    """Objective names for the dashboard: the proxy, and latency in ms for Pareto searches."""
+    names = [f"proxy_{config.proxy}"]
+    return names + ["latency_ms"] if config.objective == "pareto" else names
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}  # wait for the dashboard's reads instead of failing
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as error:  # SQLAlchemy raises many kinds for bad URLs and unreachable databases
+        raise StudyError(f"cannot open storage {url}: {str(error).splitlines()[0]}") from None
+
+
+def open_study(config: SearchConfig, study_attrs: dict[str, Any]) -> tuple[optuna.Study, bool]:
+    """Create the study of a resolved `config`, or resume it; returns ``(study, resumed)``.
+
+    Raises:
+        StudyError: the storage cannot be opened, or the stored study was made with different settings.
+    """
+    storage = _storage(config.storage)
+    directions = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
+    sampler = make_sampler(config.sampler, config.seed, config.objective)
+    resumed = config.study in optuna.get_all_study_names(storage)
+    if resumed:
+        study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler)
+        stored = study.user_attrs
+        for key in STUDY_KEYS:
+            if key in stored and stored[key] != study_attrs.get(key):
+                raise StudyError(f"study {config.study!r} was made with {key}={stored[key]!r}, not "
+                                 f"{study_attrs.get(key)!r}; use the same settings or another --study")
+        if [d.name.lower() for d in study.directions] != directions:
+            raise StudyError(f"study {config.study!r} has objectives {len(study.directions)}, this search "
+                             f"{len(directions)}; use the same --sampler/--objective or another --study")
+        return study, True
+    study = optuna.create_study(study_name=config.study, storage=storage, sampler=sampler, directions=directions)
+    for key, value in study_attrs.items():
+        study.set_user_attr(key, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        study.set_metric_names(metric_names(config))
+    return study, False
+
+
+def load_study(name: str, storage_url: str) -> optuna.Study:
+    """A stored study, to export or show; `StudyError` listing the stored names if there is no such study."""
+    storage = _storage(storage_url)
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        known = ", ".join(names) if names else "none"
+        raise StudyError(f"no study {name!r} in {storage_url}; studies there: {known}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def driver_id() -> str:
+    """``host:pid`` of this driver, stored on the trials it runs so a later run can tell them apart."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _driver_alive(driver: str | None) -> bool:
+    if not driver or ":" not in driver:
+        return False
+    host, pid = driver.rsplit(":", 1)
+    if host != socket.gethostname():
+        return True  # another machine's driver: not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def recover_interrupted(study: optuna.Study) -> int:
+    """Fail the RUNNING trials whose driver is gone (a killed search) and queue their parameters again, so
+    the architectures they were evaluating are evaluated by this run. Returns how many were recovered."""
+    recovered = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _driver_alive(trial.user_attrs.get("driver")):
+            continue
+        optuna.Trial(study, trial._trial_id).set_user_attr("fail_reason", "interrupted: its search stopped")
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number}, skip_if_exists=False)
+        recovered += 1
+    return recovered
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What a search knows of one trial, read back from the storage."""
+    number: int
+    state: str  # "COMPLETE" | "PRUNED" | "FAIL" | "RUNNING" | "WAITING"
+    spec: ArchSpec | None
+    latency_ms: float | None
+    proxy: float | None
+    feasible: bool  # evaluated, and within the budget
+    params: int | None
+    flops: int | None
+    latency_source: str | None
+    breakdown_ms: dict
+    reason: str | None  # why a trial failed or was pruned
+    duplicate_of: int | None
+    user_attrs: dict
+
+
+def _record(trial: FrozenTrial, budget_ms: float) -> TrialRecord:
+    attrs = trial.user_attrs
+    spec = ArchSpec.from_json(attrs["arch"]) if "arch" in attrs else None
+    latency_ms = attrs.get("latency_ms")
+    proxy = trial.values[0] if trial.state == TrialState.COMPLETE and trial.values else None
+    feasible = (proxy is not None and math.isfinite(proxy) and latency_ms is not None and latency_ms <= budget_ms)
+    return TrialRecord(number=trial.number, state=trial.state.name, spec=spec, latency_ms=latency_ms, proxy=proxy,
+                       feasible=feasible, params=attrs.get("params"), flops=attrs.get("flops"),
+                       latency_source=attrs.get("latency_source"), breakdown_ms=attrs.get("latency_breakdown_ms", {}),
+                       reason=attrs.get("fail_reason") or attrs.get("prune_reason"),
+                       duplicate_of=attrs.get("duplicate_of"), user_attrs=dict(attrs))
+
+
+def records(study: optuna.Study) -> list[TrialRecord]:
+    """Every trial of `study` as a `TrialRecord`, by trial number."""
+    budget_ms = float(study.user_attrs.get("budget_ms", math.inf))
+    return [_record(trial, budget_ms) for trial in study.get_trials(deepcopy=False)]
+
+
+def _distinct_feasible(rows: list[TrialRecord]) -> list[TrialRecord]:
+    return [r for r in rows if r.feasible and r.duplicate_of is None]
+
+
+def best_record(rows: list[TrialRecord]) -> TrialRecord | None:
+    """The feasible trial with the highest proxy (the faster one on ties); None if none is feasible."""
+    feasible = _distinct_feasible(rows)
+    return max(feasible, key=lambda r: (r.proxy, -r.latency_ms, -r.number)) if feasible else None
+
+
+def pareto_records(rows: list[TrialRecord]) -> list[TrialRecord]:
+    """Feasible trials no other feasible trial beats on both proxy (higher) and latency (lower), fastest first."""
+    front: list[TrialRecord] = []
+    for row in sorted(_distinct_feasible(rows), key=lambda r: (r.latency_ms, -r.proxy, r.number)):
+        if not front or row.proxy > front[-1].proxy:
+            front.append(row)
+    return front

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nas.config import (
+    DEFAULT_PROXY_DATA_FREE, DEFAULT_PROXY_WITH_DATA, ConfigError, SearchConfig, format_ms, parse_latency_ms,
+)
+from nas.proxies import DATA_FREE, PROXIES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("text, expected_ms", [
+    ("5ms", 5.0), ("5.5ms", 5.5), ("800us", 0.8), ("0.25ms", 0.25), (" 12 MS ", 12.0), ("1500µs", 1.5),
+    (".5ms", 0.5),
+])
+def test_parse_latency_ms_accepts_units(text, expected_ms):
+    assert parse_latency_ms(text) == pytest.approx(expected_ms)
+
+
+@pytest.mark.parametrize("text", ["5", "5s", "fast", "", "-1ms", "0ms", "ms", "5 ms ms", "1e3ms", "nanms", "5,5ms"])
+def test_parse_latency_ms_rejects_everything_else(text):
+    with pytest.raises(ConfigError, match="budget"):
+        parse_latency_ms(text)
+
+
+@pytest.mark.parametrize("latency_ms, text", [(5.0, "5ms"), (5.5, "5.5ms"), (0.8, "800us"), (12.25, "12.25ms")])
+def test_format_ms_round_trips(latency_ms, text):
+    assert format_ms(latency_ms) == text
+    assert parse_latency_ms(text) == pytest.approx(latency_ms)
+
+
+def test_resolved_defaults_depend_on_the_other_fields(tmp_path):
+    plain = SearchConfig(target="a100", budget_ms=5.0).resolved()
+    assert (plain.objective, plain.proxy, plain.study) == ("best", DEFAULT_PROXY_DATA_FREE, "a100-5ms-tpe-flops")
+    assert plain.out == Path("runs/a100-5ms-tpe-flops")
+    assert plain.storage == f"sqlite:///{(plain.out / 'study.db').resolve()}"
+    pareto = SearchConfig(target="h100", budget_ms=0.8, sampler="nsga2", data=tmp_path, out=tmp_path).resolved()
+    assert (pareto.objective, pareto.proxy) == ("pareto", DEFAULT_PROXY_WITH_DATA)
+    assert pareto.study == f"h100-800us-nsga2-{DEFAULT_PROXY_WITH_DATA}"
+    assert pareto.storage == f"sqlite:///{tmp_path.resolve()}/study.db"
+    explicit = SearchConfig(target="cpu", budget_ms=30, study="mine", storage="sqlite:///x.db", objective="pareto")
+    assert explicit.resolved().study == "mine" and explicit.resolved().storage == "sqlite:///x.db"
+    assert explicit.resolved().objective == "pareto"
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"budget_ms": 0.0}, "budget"), ({"budget_ms": float("nan")}, "budget"), ({"trials": 0}, "--trials"),
+    ({"workers": 0}, "--workers"), ({"sampler": "cmaes"}, "unknown sampler"), ({"objective": "fast"}, "objective"),
+    ({"study": "bad name!"}, "study name"), ({"timeout_s": -1.0}, "--timeout"), ({"top_k": -1}, "--top"),
+    ({"resolution": 0}, "--resolution"), ({"train_steps": 0}, "--train-steps"),
+])
+def test_invalid_settings_raise_config_error(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        SearchConfig(**{"target": "a100", "budget_ms": 5.0, **fields})
+
+
+def test_default_proxies_are_the_benchmarks_picks():
+    """The defaults must follow benchmarks/results/proxy-quality.json: the best-ranking proxy with data, and the
+    best-ranking data-free one without."""
+    assert DEFAULT_PROXY_DATA_FREE in DATA_FREE and DEFAULT_PROXY_WITH_DATA in PROXIES
+    result_file = ROOT / "benchmarks/results/proxy-quality.json"
+    if not result_file.exists():
+        pytest.skip("proxy-quality benchmark not run yet")
+    result = json.loads(result_file.read_text())
+    assert result["default_proxy"] == DEFAULT_PROXY_WITH_DATA
+    data_free = {name: p["spearman"] for name, p in result["proxies"].items() if name in DATA_FREE}
+    assert max(data_free, key=data_free.get) == DEFAULT_PROXY_DATA_FREE

@@ -1,0 +1,270 @@
+"""The search driver against real Ray (a local instance, and a head started with ``ray start``)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from latency_tables import open_table
+from nas.config import SearchConfig
+from nas.evaluate import EvalRequest, Outcome, evaluate
+from nas.search import run_search
+from search_spaces import ArchSpec, SearchSpace, sample_archs
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET, RESOLUTION = "a100", 64  # estimated latencies (no table needed); 64x64 keeps block tracing fast
+pytestmark = pytest.mark.slow
+
+
+def _median_budget_ms() -> float:
+    table = open_table(TARGET, resolution=RESOLUTION, create=False)
+    return statistics.median(table.predict(spec).latency_ms for spec in sample_archs(15, 0))
+
+
+@pytest.fixture(scope="module")
+def budget_ms() -> float:
+    return _median_budget_ms()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module's searches (run_search reuses an initialised Ray and leaves it running)."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test evaluators below, by value
+    yield
+    ray.shutdown()
+
+
+def _config(tmp_path: Path, budget_ms: float, **fields) -> SearchConfig:
+    return SearchConfig(**{"target": TARGET, "budget_ms": budget_ms, "resolution": RESOLUTION, "trials": 8,
+                           "workers": 2, "proxy": "params", "sampler": "random", "out": tmp_path, "top_k": 2,
+                           **fields})
+
+
+def _study(config: SearchConfig) -> optuna.Study:
+    config = config.resolved()
+    return optuna.load_study(study_name=config.study, storage=config.storage)
+
+
+def test_search_end_to_end(tmp_path, budget_ms, local_ray):
+    summary = run_search(_config(tmp_path, budget_ms), progress=False)
+    study = _study(_config(tmp_path, budget_ms))
+    trials = study.get_trials()
+    assert len(trials) == 8 and summary.trials["total"] == 8
+    evaluated = [t for t in trials if t.state == TrialState.COMPLETE]
+    over = [t for t in trials if t.state == TrialState.PRUNED]
+    assert len(evaluated) + len(over) == 8 and evaluated and over
+    for trial in over:  # told at once: no worker ever saw them
+        assert trial.user_attrs["latency_ms"] > budget_ms and "worker" not in trial.user_attrs
+        assert trial.constraints["latency_over_budget_ms"] > 0
+        assert trial.user_attrs["prune_reason"].startswith("over budget")
+    for trial in evaluated:
+        spec = ArchSpec.from_json(trial.user_attrs["arch"])
+        assert trial.user_attrs["latency_ms"] <= budget_ms == trial.user_attrs["budget_ms"]
+        assert trial.constraints["latency_over_budget_ms"] <= 0
+        assert trial.values == [float(trial.user_attrs["params"])]  # the params proxy is the params count
+        assert trial.user_attrs["flops"] > 0 and trial.user_attrs["worker"]
+        assert set(trial.user_attrs["latency_breakdown_ms"]) >= {"stem", "stage0", "head"}
+        assert spec.digest() == trial.user_attrs["digest"]
+    best = max(evaluated, key=lambda t: t.values[0])
+    stored = json.loads((tmp_path / "summary.json").read_text())
+    assert stored["best"]["trial"] == best.number and stored["budget_ms"] == budget_ms
+    assert stored["trials"]["feasible"] == len(evaluated) and stored["trials"]["over_budget"] == len(over)
+    assert stored["latency_source"].startswith("estimated from roofline")
+    assert stored["study"] == "a100-{}-random-params".format(stored["study"].split("-")[1])
+    assert Path(stored["exports"][0]).name.endswith(f"_t{best.number:04d}")
+    assert all((Path(p) / "MODEL_CARD.md").exists() for p in stored["exports"])
+    assert study.user_attrs["target"] == TARGET and study.user_attrs["resolution"] == RESOLUTION
+    assert study.metric_names == ["proxy_params"]
+
+
+def test_nsga2_searches_the_pareto_front(tmp_path, budget_ms, local_ray):
+    summary = run_search(_config(tmp_path, budget_ms * 2, sampler="nsga2", trials=6), progress=False)
+    study = _study(_config(tmp_path, budget_ms * 2, sampler="nsga2"))
+    assert study.metric_names == ["proxy_params", "latency_ms"] and len(study.directions) == 2
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert trial.values[1] == pytest.approx(trial.user_attrs["latency_ms"])
+    front = [row["trial"] for row in summary.pareto]
+    assert summary.best["trial"] in front
+    assert {t.number for t in study.best_trials} >= set(front)
+
+
+def test_an_architecture_is_evaluated_once(tmp_path, local_ray):
+    single = SearchSpace(stem_kinds=("patch",), stem_strides=(4,), num_stages=(3,), widths=((32,), (64,), (96,)),
+                         depths=((1,), (1,), (1,)), mlp_ratios=(2.0,), mixers=("conv",), downsamples=("conv2x2",),
+                         conv_kernel_sizes=(3,), conv_variants=("convnext",))
+    summary = run_search(_config(tmp_path, 1000.0, trials=5), progress=False, space=single)
+    trials = _study(_config(tmp_path, 1000.0)).get_trials()
+    originals = [t for t in trials if "duplicate_of" not in t.user_attrs]
+    assert len(originals) == 1 and summary.trials["duplicates"] == 4 and summary.trials["feasible"] == 1
+    assert all(t.values == originals[0].values for t in trials)
+    assert {t.user_attrs.get("duplicate_of") for t in trials if t is not originals[0]} == {originals[0].number}
+
+
+def _fragile_evaluator(request: EvalRequest, data=None) -> Outcome:
+    """Kills its own worker when stage 0 is strip attention, fails linear ones, evaluates the rest."""
+    first = ArchSpec.from_json(request.spec_json).stages[0].mixer.kind
+    if first == "strip":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if first == "linear":
+        return Outcome(ok=False, error="ProxyError: synthetic failure")
+    return evaluate(request, data)
+
+
+def test_failed_and_lost_evaluations_are_fail_trials(tmp_path, local_ray):
+    summary = run_search(_config(tmp_path, 1000.0, trials=10, seed=4), evaluator=_fragile_evaluator,
+                         progress=False)
+    trials = _study(_config(tmp_path, 1000.0)).get_trials()
+    kinds = {t.number: ArchSpec.from_json(t.user_attrs["arch"]).stages[0].mixer.kind for t in trials}
+    assert "strip" in kinds.values() and "linear" in kinds.values(), "seed must sample both failure kinds"
+    for trial in trials:
+        if trial.user_attrs.get("duplicate_of") is not None:
+            continue
+        if kinds[trial.number] == "strip":
+            assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"].startswith("worker lost")
+            assert trial.user_attrs["fail_kind"] == "worker_lost"
+        elif kinds[trial.number] == "linear":
+            assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "ProxyError: synthetic failure"
+        else:
+            assert trial.state == TrialState.COMPLETE
+    assert summary.status == "finished" and summary.trials["failed"] >= 2 and summary.trials["total"] == 10
+
+
+def test_rerun_resumes_the_study(tmp_path, budget_ms, local_ray):
+    run_search(_config(tmp_path, budget_ms, trials=3), progress=False)
+    before = {t.number: (t.state, t.values, t.user_attrs.get("arch")) for t in _study(_config(tmp_path, budget_ms)).get_trials()}
+    summary = run_search(_config(tmp_path, budget_ms, trials=5), progress=False)
+    after = {t.number: (t.state, t.values, t.user_attrs.get("arch")) for t in _study(_config(tmp_path, budget_ms)).get_trials()}
+    assert len(before) == 3 and len(after) == 5 and summary.trials["total"] == 5
+    assert all(after[n] == before[n] for n in before)
+    run_search(_config(tmp_path, budget_ms, trials=5), progress=False)  # nothing left to do
+    assert len(_study(_config(tmp_path, budget_ms)).get_trials()) == 5
+
+
+_SLOW_SEARCH = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    import nas.search
+    from nas.evaluate import evaluate
+
+    def slow(request, data=None):
+        time.sleep({sleep_s})
+        return evaluate(request, data)
+
+    original = nas.search.run_search
+    nas.search.run_search = lambda config, **kw: original(config, evaluator=slow, **kw)
+    import launch
+    sys.exit(launch.main(sys.argv[1:]))
+""")
+
+
+def test_sigint_then_rerun_loses_no_completed_trial(tmp_path, budget_ms):
+    args = ["--target", TARGET, "--budget", f"{budget_ms * 3:.4f}ms", "--resolution", str(RESOLUTION), "--trials",
+            "8", "--workers", "2", "--proxy", "params", "--sampler", "random", "--out", str(tmp_path), "--quiet"]
+    slow = tmp_path / "slow_search.py"
+    slow.write_text(_SLOW_SEARCH.format(root=str(ROOT), sleep_s=1.0))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    process = subprocess.Popen([sys.executable, str(slow), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    storage = tmp_path / "study.db"
+    deadline = time.monotonic() + 120
+    completed: dict = {}
+    while time.monotonic() < deadline and len(completed) < 2:
+        time.sleep(0.5)
+        if storage.exists():
+            with contextlib.suppress(Exception):
+                study = optuna.load_study(study_name=None, storage=f"sqlite:///{storage}")
+                completed = {t.number: (t.values, t.user_attrs["arch"])
+                             for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(completed) >= 2, "the search never completed two trials"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: finished trials are stored")
+    interrupted = json.loads((tmp_path / "summary.json").read_text())
+    assert interrupted["status"] == "interrupted"
+
+    result = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{storage}")
+    trials = {t.number: t for t in study.get_trials()}
+    for number, (values, arch) in completed.items():  # every trial completed before the interrupt is intact
+        assert trials[number].state == TrialState.COMPLETE
+        assert trials[number].values == values and trials[number].user_attrs["arch"] == arch
+    counted = [t for t in trials.values() if t.user_attrs.get("fail_kind") != "interrupted"]
+    assert len(counted) == 8 and not [t for t in trials.values() if t.state == TrialState.RUNNING]
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "finished"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_search_on_a_ray_head_started_by_the_test(tmp_path, budget_ms):
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    ray_bin = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        summary = run_search(_config(tmp_path, budget_ms, trials=4, ray_address=f"127.0.0.1:{port}"),
+                             progress=False)
+        assert summary.trials["total"] == 4 and summary.trials["failed"] == 0
+        workers = {t.user_attrs["worker"] for t in _study(_config(tmp_path, budget_ms)).get_trials()
+                   if t.state == TrialState.COMPLETE}
+        assert workers and all(w.split(":")[1] != str(os.getpid()) for w in workers)
+    finally:
+        _stop_group(head)
+
+
+def _stop_group(head: subprocess.Popen) -> None:
+    """Stop the Ray head and every process it started (they share its process group), by their PIDs."""
+    def members() -> list[str]:  # live processes of the group (zombies are already dead)
+        pids = subprocess.run(["pgrep", "-g", str(head.pid)], capture_output=True, text=True).stdout.split()
+        return [pid for pid in pids if _state(pid) not in ("Z", "X", None)]
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while members() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if members():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while members() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    head.wait(timeout=10)
+    assert not members(), "ray processes left running"
+
+
+def _state(pid: str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None

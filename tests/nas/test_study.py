@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.config import SearchConfig
+from search_spaces import TINY_ARCHS
+from nas.study import (
+    StudyError, best_record, load_study, make_sampler, metric_names, open_study, pareto_records, records,
+    recover_interrupted,
+)
+from tests.conftest import STUDY_ATTRS
+
+
+@pytest.mark.parametrize("name, kind", [("tpe", optuna.samplers.TPESampler), ("nsga2", optuna.samplers.NSGAIISampler),
+                                        ("random", optuna.samplers.RandomSampler), ("gp", optuna.samplers.GPSampler)])
+def test_make_sampler(name, kind):
+    assert isinstance(make_sampler(name, seed=3, objective="best"), kind)
+
+
+def test_records_best_and_pareto(stored_study):
+    study, _ = stored_study
+    rows = records(study)
+    assert [r.state for r in rows] == ["COMPLETE"] * 4 + ["PRUNED", "FAIL"]
+    assert [r.feasible for r in rows] == [True, True, True, True, False, False]
+    assert rows[4].reason.startswith("over budget") and rows[5].reason == "ProxyError: nan"
+    assert rows[2].spec.digest() == rows[2].user_attrs["digest"]
+    assert best_record(rows).number == 3
+    assert [r.number for r in pareto_records(rows)] == [0, 2, 3]
+
+
+def test_best_ignores_trials_over_the_budget(stored_study):
+    study, _ = stored_study
+    rows = records(study)
+    over = rows[3].__class__(**{**rows[3].__dict__, "latency_ms": 7.0, "feasible": False})
+    assert best_record(rows[:3] + [over]).number == 2
+    assert best_record([rows[4], rows[5]]) is None and pareto_records([rows[4]]) == []
+
+
+def _config(tmp_path, **fields):
+    return SearchConfig(**{"target": "cpu", "budget_ms": 5.0, "out": tmp_path, "proxy": "synflow",
+                           **fields}).resolved()
+
+
+def test_open_study_creates_then_resumes_and_refuses_other_settings(tmp_path):
+    config = _config(tmp_path)
+    study, resumed = open_study(config, dict(STUDY_ATTRS))
+    assert not resumed and study.user_attrs["budget_ms"] == 5.0
+    assert study.metric_names == metric_names(config) == ["proxy_synflow"]
+    again, resumed = open_study(config, dict(STUDY_ATTRS))
+    assert resumed and again.study_name == study.study_name
+    with pytest.raises(StudyError, match="budget_ms=5.0"):
+        open_study(config, {**STUDY_ATTRS, "budget_ms": 7.0})
+    with pytest.raises(StudyError, match="objectives"):
+        open_study(_config(tmp_path, objective="pareto"), dict(STUDY_ATTRS))
+    pareto = _config(tmp_path, objective="pareto", study="other")
+    study, _ = open_study(pareto, dict(STUDY_ATTRS))
+    assert study.metric_names == ["proxy_synflow", "latency_ms"]
+
+
+def test_load_study_lists_the_stored_names(stored_study):
+    study, storage = stored_study
+    assert load_study("unit-study", storage).study_name == "unit-study"
+    with pytest.raises(StudyError, match="studies there: unit-study"):
+        load_study("missing", storage)
+
+
+def test_unusable_storage_is_a_study_error(tmp_path):
+    with pytest.raises(StudyError, match="cannot open storage"):
+        open_study(_config(tmp_path, storage="notadb://x"), dict(STUDY_ATTRS))
+
+
+def test_recover_interrupted_requeues_trials_of_a_dead_driver(stored_study):
+    study, _ = stored_study
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+    orphan = study.ask()
+    orphan.suggest_categorical("arch", tuple(TINY_ARCHS))
+    orphan.set_user_attr("driver", f"{socket.gethostname()}:{dead.stdout.strip()}")
+    alive = study.ask()
+    alive.suggest_categorical("arch", tuple(TINY_ARCHS))
+    alive.set_user_attr("driver", f"{socket.gethostname()}:{__import__('os').getpid()}")
+    assert recover_interrupted(study) == 1
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[orphan.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs["requeued_from"] == orphan.number
+    assert study.get_trials()[orphan.number].user_attrs["fail_reason"].startswith("interrupted")
