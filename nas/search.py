@@ -9,9 +9,10 @@ target's table (`latency_tables`) before anything runs, and then
   told as they finish. A failed evaluation (exception, non-finite score, out of memory, lost worker) is a FAIL
   trial with its reason, and the search goes on.
 
-Interrupted (Ctrl-C), the driver fails its in-flight trials, queues their architectures again and writes the
-summary; rerunning the same command resumes the study. A driver killed outright leaves RUNNING trials, which the
-next run recognises (their driver process is gone) and requeues the same way.
+Sampling runs on an in-memory copy of the study and each finished trial is stored in one transaction
+(`nas.study.StudyMirror`). Interrupted (Ctrl-C), the driver stores its in-flight trials as FAIL ("interrupted")
+and writes the summary; rerunning the same command resumes the study and queues those architectures first. A
+driver killed outright loses only its in-flight evaluations.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from nas.evaluate import EvalRequest, Outcome, ProxyData, evaluate
 from nas.proxies import DATA_FREE, PROXIES
 from nas.export import export_study
 from nas.study import (
-    TrialRecord, best_record, driver_id, open_study, pareto_records, records, recover_interrupted,
+    StudyMirror, TrialRecord, best_record, make_sampler, open_study, pareto_records, records,
 )
 from search_spaces import DEFAULT_SPACE, SearchSpace, sample_arch
 
@@ -75,6 +76,7 @@ class SearchSummary:
     out: str = ""
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)  # this run's loop_s, latency lookup_s and trials settled
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -97,8 +99,9 @@ def ray_session(address: str | None, workers: int) -> Iterator[None]:
             ray.init(address=address, **options)
         else:  # workers import this project from its folder even where it is not pip-installed
             path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-            ray.init(num_cpus=workers, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}},
-                     **options)
+            # address="local": a new instance even where `ray start` left a cluster address behind
+            ray.init(address="local", num_cpus=workers, include_dashboard=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": path}}, **options)
     except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError... for a bad address
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise SearchError(f"cannot start or reach {where}: {str(error).splitlines()[0]}") from None
@@ -143,7 +146,7 @@ def _study_attrs(config: SearchConfig, table: LatencyTable, proxy_resolution: in
 
 
 def _latency_attrs(prediction: Prediction, budget_ms: float) -> dict:
-    return {"latency_ms": round(prediction.latency_ms, 6), "budget_ms": float(budget_ms),
+    return {"latency_ms": float(prediction.latency_ms), "budget_ms": float(budget_ms),
             "latency_source": prediction.source,
             "latency_breakdown_ms": {k: round(v, 6) for k, v in prediction.breakdown_ms().items()}}
 
@@ -179,21 +182,22 @@ class _Tally:
 class _Driver:
     """One run of the ask/evaluate/tell loop over a study (see the module docstring)."""
 
-    def __init__(self, config: SearchConfig, study: optuna.Study, table: LatencyTable, evaluator: Evaluator,
-                 data_ref: object, proxy_resolution: int, space: SearchSpace) -> None:
+    def __init__(self, config: SearchConfig, mirror: StudyMirror, rows: list[TrialRecord], table: LatencyTable,
+                 evaluator: Evaluator, data_ref: object, proxy_resolution: int, space: SearchSpace) -> None:
         import ray
 
         self.ray = ray
-        self.config, self.study, self.table, self.space = config, study, table, space
+        self.config, self.mirror, self.table, self.space = config, mirror, table, space
         self.remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(evaluator)
         self.data_ref = data_ref
         self.proxy_resolution = proxy_resolution
-        self.driver = driver_id()
         self.in_flight: dict[object, tuple[optuna.Trial, str, float]] = {}  # ref -> (trial, digest, latency_ms)
         self.waiting: dict[str, list[tuple[optuna.Trial, float]]] = {}  # digest -> duplicates of an in-flight one
-        self.done: dict[str, tuple[int, Outcome]] = {}  # digest -> (trial number, outcome) of evaluated archs
-        self.tally = _Tally(records(study))
-        for row in records(study):
+        self.done: dict[str, tuple[int, Outcome]] = {}  # digest -> (stored trial number, outcome) of evaluated archs
+        self.tally = _Tally(rows)
+        self.lookup_s = 0.0  # time spent predicting latencies (the rest of the loop is orchestration)
+        self.settled = 0
+        for row in rows:
             if row.spec is None or row.duplicate_of is not None:
                 continue
             if row.state == "COMPLETE":
@@ -205,31 +209,32 @@ class _Driver:
         return [outcome.value, latency_ms] if self.config.objective == "pareto" else [outcome.value]
 
     def tell(self, trial: optuna.Trial, outcome: Outcome, latency_ms: float, duplicate_of: int | None = None,
-             fail_kind: str = "evaluation") -> None:
+             fail_kind: str = "evaluation") -> int:
+        """Record `outcome` on `trial` and store it; returns its stored number."""
         attrs = _outcome_attrs(outcome) if outcome.ok else {"fail_reason": outcome.error, "fail_kind": fail_kind}
         if duplicate_of is not None:
             attrs["duplicate_of"] = duplicate_of
         _set_attrs(trial, attrs)
-        if outcome.ok:
-            self.study.tell(trial, self.values(outcome, latency_ms))
-            if duplicate_of is None:
-                self.tally.add(outcome.value)
-        else:
-            self.study.tell(trial, state=TrialState.FAIL)
+        if not outcome.ok:
+            return self.mirror.finish(trial, state=TrialState.FAIL)
+        if duplicate_of is None:
+            self.tally.add(outcome.value)
+        return self.mirror.finish(trial, self.values(outcome, latency_ms))
 
     def propose(self) -> int:
         """Ask one trial and either settle it at once or dispatch it; returns trials settled."""
-        trial = self.study.ask()
-        trial.set_user_attr("driver", self.driver)
+        trial = self.mirror.ask()
         spec = sample_arch(trial, self.space)
         digest = spec.digest()
+        lookup_started = time.perf_counter()
         prediction = self.table.predict(spec)
+        self.lookup_s += time.perf_counter() - lookup_started
         latency_ms = prediction.latency_ms
         _set_attrs(trial, {"arch": spec.to_json(), "digest": digest, **_latency_attrs(prediction, self.config.budget_ms)})
         trial.set_constraint("latency_over_budget_ms", latency_ms - self.config.budget_ms)
         if latency_ms > self.config.budget_ms:
             trial.set_user_attr("prune_reason", f"over budget: {latency_ms:.3f} ms > {self.config.budget_ms:g} ms")
-            self.study.tell(trial, state=TrialState.PRUNED)
+            self.mirror.finish(trial, state=TrialState.PRUNED)
             return 1
         if digest in self.done:
             number, outcome = self.done[digest]
@@ -260,27 +265,25 @@ class _Driver:
                 fail_kind = "worker_lost"
             if outcome.ok and not math.isfinite(outcome.value):
                 outcome = Outcome(ok=False, error=f"proxy gave {outcome.value}")
-            self.tell(trial, outcome, latency_ms, fail_kind=fail_kind)
+            number = self.tell(trial, outcome, latency_ms, fail_kind=fail_kind)
             settled += 1
             if fail_kind == "evaluation":
-                self.done[digest] = (trial.number, outcome)
+                self.done[digest] = (number, outcome)
             for twin, twin_latency in self.waiting.pop(digest, []):
-                self.tell(twin, outcome, twin_latency, duplicate_of=trial.number, fail_kind=fail_kind)
+                self.tell(twin, outcome, twin_latency, duplicate_of=number, fail_kind=fail_kind)
                 settled += 1
         return settled
 
     def abandon(self, reason: str) -> None:
-        """Fail every unfinished trial with `reason` and queue its architecture again (interrupt)."""
-        pending = [(trial, None) for trial, _, _ in self.in_flight.values()]
-        pending += [(trial, None) for twins in self.waiting.values() for trial, _ in twins]
+        """Store every unfinished trial as FAIL with `reason` (interrupt); the next run queues them again."""
+        pending = [trial for trial, _, _ in self.in_flight.values()]
+        pending += [trial for twins in self.waiting.values() for trial, _ in twins]
         for ref in list(self.in_flight):
             with contextlib.suppress(Exception):
                 self.ray.cancel(ref, force=True)
-        for trial, _ in pending:
-            trial.set_user_attr("fail_reason", reason)
-            trial.set_user_attr("fail_kind", "interrupted")
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+        for trial in pending:
+            _set_attrs(trial, {"fail_reason": reason, "fail_kind": "interrupted"})
+            self.mirror.finish(trial, state=TrialState.FAIL)
         self.in_flight.clear()
         self.waiting.clear()
 
@@ -298,12 +301,14 @@ class _Driver:
                 while (not timed_out and asked < to_ask and len(self.in_flight) < self.config.workers):
                     asked += 1
                     settled = self.propose()
+                    self.settled += settled
                     if settled:
                         bar.update(settled)
                         bar.set_postfix(self.tally.postfix())
                 if not self.in_flight:
                     break
                 settled = self.collect(timeout_s=None if deadline is None else max(0.1, deadline - time.monotonic()))
+                self.settled += settled
                 if settled:
                     bar.update(settled)
                     bar.set_postfix(self.tally.postfix())
@@ -392,9 +397,11 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     config.out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, resumed = open_study(config, _study_attrs(config, table, proxy_resolution))
-    recovered = recover_interrupted(study)
-    if recovered:
-        _log.warning("requeued %d trial(s) of an earlier run that stopped before finishing them", recovered)
+    rows = records(study)
+    mirror = StudyMirror(study, make_sampler(config.sampler, config.seed, config.objective))
+    requeued = mirror.requeue(rows)
+    if requeued:
+        _log.warning("queued again %d architecture(s) an earlier run was interrupted on", requeued)
     done = _finished_count(study)
     to_ask = max(0, config.trials - done)
     if announce is not None:
@@ -406,7 +413,8 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
         import ray
 
         data_ref = ray.put(data) if data is not None else None
-        driver = _Driver(config, study, table, evaluator, data_ref, proxy_resolution, space)
+        driver = _Driver(config, mirror, rows, table, evaluator, data_ref, proxy_resolution, space)
+        loop_started = time.perf_counter()
         try:
             status = driver.run(to_ask, deadline, progress)
         except KeyboardInterrupt:
@@ -414,8 +422,11 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
             summary = summarise(study, config, "interrupted", time.monotonic() - started)
             write_json_atomic(config.out / "summary.json", summary.to_dict())
             raise
+        timing = {"loop_s": round(time.perf_counter() - loop_started, 4), "lookup_s": round(driver.lookup_s, 4),
+                  "trials_run": driver.settled}
     exports = [str(path) for path in export_study(study, config.out, config.top_k, config.storage)]
     summary = summarise(study, config, status, time.monotonic() - started, exports)
+    summary.timing = timing
     write_json_atomic(config.out / "summary.json", summary.to_dict())
     return summary
 

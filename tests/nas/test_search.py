@@ -4,11 +4,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -45,7 +47,7 @@ def local_ray():
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test evaluators below, by value
     yield
     ray.shutdown()
@@ -228,8 +230,12 @@ def test_search_on_a_ray_head_started_by_the_test(tmp_path, budget_ms):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     ray_bin = Path(sys.executable).with_name("ray")
+    # its own temp dir (short: Ray's socket paths must fit 107 bytes), so the cluster address file it writes
+    # never points later local searches at this head
+    temp_dir = tempfile.mkdtemp(prefix="rayhead", dir="/tmp")
     head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-                             "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
+                             "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={temp_dir}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         summary = run_search(_config(tmp_path, budget_ms, trials=4, ray_address=f"127.0.0.1:{port}"),
@@ -240,6 +246,7 @@ def test_search_on_a_ray_head_started_by_the_test(tmp_path, budget_ms):
         assert workers and all(w.split(":")[1] != str(os.getpid()) for w in workers)
     finally:
         _stop_group(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _stop_group(head: subprocess.Popen) -> None:

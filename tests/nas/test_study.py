@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -10,10 +7,9 @@ from optuna.trial import TrialState
 from nas.config import SearchConfig
 from search_spaces import TINY_ARCHS
 from nas.study import (
-    StudyError, best_record, load_study, make_sampler, metric_names, open_study, pareto_records, records,
-    recover_interrupted,
+    StudyError, StudyMirror, best_record, load_study, make_sampler, metric_names, open_study, pareto_records, records,
 )
-from tests.conftest import STUDY_ATTRS
+from tests.conftest import STUDY_ATTRS, add_trial
 
 
 @pytest.mark.parametrize("name, kind", [("tpe", optuna.samplers.TPESampler), ("nsga2", optuna.samplers.NSGAIISampler),
@@ -74,19 +70,33 @@ def test_unusable_storage_is_a_study_error(tmp_path):
         open_study(_config(tmp_path, storage="notadb://x"), dict(STUDY_ATTRS))
 
 
-def test_recover_interrupted_requeues_trials_of_a_dead_driver(stored_study):
+def test_mirror_stores_each_finished_trial_whole(stored_study):
     study, _ = stored_study
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    import socket
-    orphan = study.ask()
-    orphan.suggest_categorical("arch", tuple(TINY_ARCHS))
-    orphan.set_user_attr("driver", f"{socket.gethostname()}:{dead.stdout.strip()}")
-    alive = study.ask()
-    alive.suggest_categorical("arch", tuple(TINY_ARCHS))
-    alive.set_user_attr("driver", f"{socket.gethostname()}:{__import__('os').getpid()}")
-    assert recover_interrupted(study) == 1
-    states = {t.number: t.state for t in study.get_trials()}
-    assert states[orphan.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
-    waiting = study.get_trials(states=(TrialState.WAITING,))
-    assert len(waiting) == 1 and waiting[0].user_attrs["requeued_from"] == orphan.number
-    assert study.get_trials()[orphan.number].user_attrs["fail_reason"].startswith("interrupted")
+    mirror = StudyMirror(study, optuna.samplers.RandomSampler(seed=0))
+    assert len(mirror.memory.trials) == 6 and mirror.stored_number == {n: n for n in range(6)}
+    first, second = mirror.ask(), mirror.ask()
+    for trial in (first, second):
+        trial.suggest_categorical("arch", tuple(TINY_ARCHS))
+        trial.set_user_attr("latency_ms", 1.5)
+        trial.set_constraint("latency_over_budget_ms", -3.5)
+    assert len(study.get_trials()) == 6  # nothing stored before a trial finishes
+    assert mirror.finish(second, [7.0]) == 6 and mirror.finish(first, state=TrialState.PRUNED) == 7
+    assert mirror.stored_number[second.number] == 6 and mirror.stored_number[first.number] == 7
+    stored = study.get_trials()[6]
+    assert stored.state == TrialState.COMPLETE and stored.values == [7.0]
+    assert stored.params == {"arch": second.params["arch"]} and stored.user_attrs["latency_ms"] == 1.5
+    assert stored.constraints == {"latency_over_budget_ms": -3.5}
+    assert study.get_trials()[7].state == TrialState.PRUNED
+    assert best_record(records(study)).number == 6
+
+
+def test_mirror_requeues_interrupted_architectures_not_evaluated_since(stored_study):
+    study, _ = stored_study
+    add_trial(study, "tiny_qna", 2.0, None, TrialState.FAIL, fail_kind="interrupted", fail_reason="interrupted")
+    add_trial(study, "tiny_conv", 1.0, None, TrialState.FAIL, fail_kind="interrupted", fail_reason="interrupted")
+    add_trial(study, "tiny_qna", 2.0, None, TrialState.FAIL, fail_kind="interrupted", fail_reason="interrupted")
+    mirror = StudyMirror(study, optuna.samplers.RandomSampler(seed=0))
+    assert mirror.requeue(records(study)) == 1  # tiny_conv was evaluated (trial 0); tiny_qna queued once
+    queued = mirror.ask()
+    assert queued.suggest_categorical("arch", tuple(TINY_ARCHS)) == "tiny_qna"
+    assert queued.user_attrs["requeued_from"] == 6
