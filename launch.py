@@ -141,7 +141,7 @@ def _search_config(args: argparse.Namespace):
                         objective=args.objective, proxy=args.proxy, data=args.data, batch=args.batch,
                         resolution=args.resolution, dtype=args.dtype, proxy_resolution=args.proxy_resolution,
                         latency_db=args.latency_db, study=args.study, storage=args.storage, out=args.out,
-                        seed=args.seed, top_k=args.top, train_steps=args.train_steps)
+                        seed=args.seed, top_k=args.top, export=not args.no_export, train_steps=args.train_steps)
 
 
 def _print_summary(summary) -> None:
@@ -335,6 +335,8 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sampler and proxy seed (default 0)")
     parser.add_argument("--top", type=_non_negative_int, default=5, help="Pareto architectures to export besides "
                         "the best one (default 5)")
+    parser.add_argument("--no-export", action="store_true", help="don't export at the end (launch.py export can, "
+                        "later)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -58,7 +58,7 @@ def _completion_gaps_ms(storage: str, study: str) -> list[float]:
 
 def _search(folder: Path, name: str, trials: int, workers: int, seed: int) -> dict:
     config = SearchConfig(target="cpu", budget_ms=1e6, trials=trials, workers=workers, proxy="params",
-                          sampler="tpe", study=name, out=folder / name, top_k=0, seed=seed)
+                          sampler="tpe", study=name, out=folder / name, top_k=0, export=False, seed=seed)
     summary = run_search(config, evaluator=trivial_proxy, progress=False)
     gaps = _completion_gaps_ms(summary.storage, name)
     timing = summary.timing

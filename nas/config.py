@@ -88,6 +88,7 @@ class SearchConfig:
         out: output folder (summary.json, exports/); None: ``runs/<study>``.
         seed: sampler seed and proxy seed.
         top_k: Pareto architectures to export besides the best one.
+        export: export the winners at the end (``launch.py export`` can do it later).
         train_steps: steps of the ``short_train`` proxy.
     """
     target: str
@@ -110,6 +111,7 @@ class SearchConfig:
     out: Path | None = None
     seed: int = 0
     top_k: int = 5
+    export: bool = True
     train_steps: int = 300
 
     def __post_init__(self) -> None:

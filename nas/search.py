@@ -230,7 +230,8 @@ class _Driver:
         prediction = self.table.predict(spec)
         self.lookup_s += time.perf_counter() - lookup_started
         latency_ms = prediction.latency_ms
-        _set_attrs(trial, {"arch": spec.to_json(), "digest": digest, **_latency_attrs(prediction, self.config.budget_ms)})
+        _set_attrs(trial, {"arch": spec.to_json(), "digest": digest,
+                           **_latency_attrs(prediction, self.config.budget_ms)})
         trial.set_constraint("latency_over_budget_ms", latency_ms - self.config.budget_ms)
         if latency_ms > self.config.budget_ms:
             trial.set_user_attr("prune_reason", f"over budget: {latency_ms:.3f} ms > {self.config.budget_ms:g} ms")
@@ -424,7 +425,8 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
             raise
         timing = {"loop_s": round(time.perf_counter() - loop_started, 4), "lookup_s": round(driver.lookup_s, 4),
                   "trials_run": driver.settled}
-    exports = [str(path) for path in export_study(study, config.out, config.top_k, config.storage)]
+    exports = [str(path) for path in export_study(study, config.out, config.top_k, config.storage)] \
+        if config.export else []
     summary = summarise(study, config, status, time.monotonic() - started, exports)
     summary.timing = timing
     write_json_atomic(config.out / "summary.json", summary.to_dict())

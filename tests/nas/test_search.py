@@ -47,7 +47,8 @@ def local_ray():
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test evaluators below, by value
     yield
     ray.shutdown()
@@ -150,9 +151,13 @@ def test_failed_and_lost_evaluations_are_fail_trials(tmp_path, local_ray):
 
 def test_rerun_resumes_the_study(tmp_path, budget_ms, local_ray):
     run_search(_config(tmp_path, budget_ms, trials=3), progress=False)
-    before = {t.number: (t.state, t.values, t.user_attrs.get("arch")) for t in _study(_config(tmp_path, budget_ms)).get_trials()}
+    def stored() -> dict:
+        return {t.number: (t.state, t.values, t.user_attrs.get("arch"))
+                for t in _study(_config(tmp_path, budget_ms)).get_trials()}
+
+    before = stored()
     summary = run_search(_config(tmp_path, budget_ms, trials=5), progress=False)
-    after = {t.number: (t.state, t.values, t.user_attrs.get("arch")) for t in _study(_config(tmp_path, budget_ms)).get_trials()}
+    after = stored()
     assert len(before) == 3 and len(after) == 5 and summary.trials["total"] == 5
     assert all(after[n] == before[n] for n in before)
     run_search(_config(tmp_path, budget_ms, trials=5), progress=False)  # nothing left to do
