@@ -164,6 +164,19 @@ def test_rerun_resumes_the_study(tmp_path, budget_ms, local_ray):
     assert len(_study(_config(tmp_path, budget_ms)).get_trials()) == 5
 
 
+def _slow_evaluator(request: EvalRequest, data=None) -> Outcome:
+    time.sleep(0.5)
+    return Outcome(ok=True, value=1.0, params=0, flops=0, worker=str(os.getpid()))
+
+
+def test_timeout_stops_asking_and_finishes_running_trials(tmp_path, local_ray):
+    summary = run_search(_config(tmp_path, 1000.0, trials=100, timeout_s=1.5), evaluator=_slow_evaluator,
+                         progress=False)
+    trials = _study(_config(tmp_path, 1000.0)).get_trials()
+    assert summary.status == "timeout" and 2 <= len(trials) < 100
+    assert all(t.state == TrialState.COMPLETE for t in trials)  # in-flight ones were waited for, not dropped
+
+
 _SLOW_SEARCH = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
