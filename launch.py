@@ -13,6 +13,7 @@ Errors print one line and exit with status 2; an interrupted search exits with 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -81,10 +82,17 @@ def _open_table(args: argparse.Namespace):
 
 def cmd_measure(args: argparse.Namespace) -> None:
     from latency_tables.blocks import decompose, space_blocks
+    from latency_tables.predict import LatencyTable
     from latency_tables.storage import LatencyDBError
     from latency_tables.targets import TargetUnavailableError, current_device_string
     from search_spaces import DEFAULT_SPACE, REFERENCE_ARCHS, sample_archs
     table = _open_table(args)
+    if args.repeats is not None:  # a quicker, noisier table
+        settings = dataclasses.replace(table.settings, min_repeats=args.repeats, warmup=min(args.repeats, 3),
+                                       max_repeats=max(args.repeats, table.settings.max_repeats),
+                                       min_time_s=0.0 if args.repeats < table.settings.min_repeats else
+                                       table.settings.min_time_s)
+        table = LatencyTable(table.target, table.db, settings)
     try:
         current_device_string(table.target)  # refuse before any work on a machine without the target's device
     except TargetUnavailableError as error:
@@ -284,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--archs", type=_positive_int, help="only the blocks of the reference architectures and "
                          "this many sampled ones (default: every block of the space, which takes hours on a CPU)")
     measure.add_argument("--seed", type=int, default=0, help="seed of the sampled architectures (with --archs)")
+    measure.add_argument("--repeats", type=_positive_int, help="timed repeats per block and network (default: "
+                         "10, and more until 0.3 s were timed); fewer is quicker and noisier")
     measure.add_argument("--networks", type=int, default=40, help="networks (sampled with seed + 1000) to measure "
                          "end to end to fit the table's additivity correction; 0 skips it")
     measure.set_defaults(run=cmd_measure)

@@ -60,7 +60,7 @@ def test_measure_then_latency_on_cpu(tmp_path, capsys) -> None:
     path = tmp_path / "arch.json"
     path.write_text(REFERENCE_ARCHS["shvit_s1_like"].to_json())  # its blocks are measured with --archs
     assert launch.main(["measure", "--target", "cpu", "--latency-db", db, "--resolution", "32", "--archs", "1",
-                        "--networks", "3"]) == 0
+                        "--networks", "3", "--repeats", "2"]) == 0
     out = capsys.readouterr().out
     assert "measured" in out and "additivity correction from 3 networks" in out
     assert launch.main(["latency", str(path), "--target", "cpu", "--latency-db", db, "--resolution", "32"]) == 0
@@ -102,7 +102,7 @@ def test_measure_killed_midway_keeps_finished_entries_and_resumes(tmp_path) -> N
 
     db = tmp_path / "cpu.sqlite"
     argv = [sys.executable, "launch.py", "measure", "--target", "cpu", "--latency-db", str(db), "--resolution", "32",
-            "--archs", "3", "--networks", "0"]
+            "--archs", "3", "--networks", "0", "--repeats", "3"]
     root = Path(launch.__file__).resolve().parent
     process = subprocess.Popen(argv, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
