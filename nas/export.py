@@ -14,6 +14,7 @@ A folder is written in a staging sibling and renamed into place, so a crash neve
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -95,8 +96,10 @@ def _measured_here(spec: ArchSpec, attrs: dict) -> str | None:
         timing = table.measure_network(spec)
     except TargetUnavailableError:
         return None
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{timing.median_ms:.3f} ms median end to end on this machine (p20 {timing.p20_ms:.3f}, p80 "
-            f"{timing.p80_ms:.3f}, {timing.repeats} repeats)")
+            f"{timing.p80_ms:.3f}, {timing.repeats} repeats; load average {load:.1f} on {os.cpu_count()} CPUs "
+            f"then: other processes inflate CPU timings)")
 
 
 def _model_card(name: str, row: TrialRecord, role: str, attrs: dict, params: int, flops: int,
