@@ -181,12 +181,13 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def _stored_study(args: argparse.Namespace):
-    from nas.config import default_out, default_storage
+    from nas.config import default_out, default_storage, default_study_file
     from nas.study import load_study
     out = args.out if args.out is not None else default_out(args.study)
     storage = args.storage or default_storage(out)
-    if args.storage is None and not (out / "study.db").exists():
-        raise UsageError(f"no study {args.study!r} under {out} (no {out / 'study.db'}); pass --storage or --out")
+    if args.storage is None and not default_study_file(out).exists():
+        raise UsageError(f"no study {args.study!r} under {out} (no {default_study_file(out)}); pass --storage or "
+                         f"--out")
     try:
         return load_study(args.study, storage), out, storage
     except _search_errors() as error:
@@ -215,14 +216,21 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
         raise UsageError(str(error)) from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(minimum: int, expected: str):
+    """An argparse type: an integer >= `minimum`, else "expected <expected>, got ..."."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def _budget(text: str) -> float:
@@ -240,16 +248,6 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
 
 

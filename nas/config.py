@@ -15,7 +15,7 @@ from pathlib import Path
 
 __all__ = [
     "ConfigError", "SearchConfig", "SAMPLERS", "OBJECTIVES", "parse_latency_ms", "format_ms", "default_out",
-    "default_storage", "DEFAULT_PROXY_WITH_DATA", "DEFAULT_PROXY_DATA_FREE",
+    "default_storage", "default_study_file", "DEFAULT_PROXY_WITH_DATA", "DEFAULT_PROXY_DATA_FREE",
 ]
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
@@ -60,9 +60,14 @@ def default_out(study: str) -> Path:
     return RUNS_FOLDER / study
 
 
+def default_study_file(out: Path) -> Path:
+    """The sqlite file of the default storage in output folder `out`."""
+    return out / "study.db"
+
+
 def default_storage(out: Path) -> str:
     """The study's storage unless ``--storage`` says otherwise: a sqlite file in the output folder."""
-    return f"sqlite:///{(out / 'study.db').resolve()}"
+    return f"sqlite:///{default_study_file(out).resolve()}"
 
 
 @dataclass(frozen=True)

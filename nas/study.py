@@ -168,8 +168,7 @@ class StudyMirror:
             if row.spec.digest() in evaluated:
                 continue
             evaluated.add(row.spec.digest())
-            params = self.stored.get_trials(deepcopy=False)[row.number].params
-            self.memory.enqueue_trial(params, user_attrs={"requeued_from": row.number})
+            self.memory.enqueue_trial(row.sampler_params, user_attrs={"requeued_from": row.number})
             queued += 1
         return queued
 
@@ -190,6 +189,7 @@ class TrialRecord:
     reason: str | None  # why a trial failed or was pruned
     duplicate_of: int | None
     user_attrs: dict
+    sampler_params: dict  # the Optuna parameters `sample_arch` read (``params`` is the parameter count)
 
 
 def _record(trial: FrozenTrial, budget_ms: float) -> TrialRecord:
@@ -202,7 +202,8 @@ def _record(trial: FrozenTrial, budget_ms: float) -> TrialRecord:
                        feasible=feasible, params=attrs.get("params"), flops=attrs.get("flops"),
                        latency_source=attrs.get("latency_source"), breakdown_ms=attrs.get("latency_breakdown_ms", {}),
                        reason=attrs.get("fail_reason") or attrs.get("prune_reason"),
-                       duplicate_of=attrs.get("duplicate_of"), user_attrs=dict(attrs))
+                       duplicate_of=attrs.get("duplicate_of"), user_attrs=dict(attrs),
+                       sampler_params=dict(trial.params))
 
 
 def records(study: optuna.Study) -> list[TrialRecord]:

@@ -12,14 +12,9 @@ from pathlib import Path
 import pytest
 
 from nas.dashboard import DashboardError, check_port, study_url
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _get_json(url: str) -> dict:
@@ -42,7 +37,7 @@ def test_check_port_refuses_a_taken_port():
 
 def test_dashboard_serves_the_study_over_http(stored_study):
     _, storage = stored_study
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "dashboard", "--study", "unit-study",
                                "--storage", storage, "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -76,6 +71,6 @@ def test_dashboard_serves_the_study_over_http(stored_study):
 def test_dashboard_of_an_unknown_study_is_one_line(stored_study):
     _, storage = stored_study
     result = subprocess.run([sys.executable, str(ROOT / "launch.py"), "dashboard", "--study", "nope", "--storage",
-                             storage, "--port", str(_free_port())], capture_output=True, text=True, timeout=120)
+                             storage, "--port", str(free_port())], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: no study 'nope'") and "unit-study" in result.stderr

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from nas.config import SearchConfig
 from nas.evaluate import EvalRequest, Outcome, evaluate
 from nas.search import run_search
 from search_spaces import ArchSpec, SearchSpace, sample_archs
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET, RESOLUTION = "a100", 64  # estimated latencies (no table needed); 64x64 keeps block tracing fast
@@ -233,18 +233,12 @@ def test_sigint_then_rerun_loses_no_completed_trial(tmp_path, budget_ms):
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "finished"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_search_on_a_ray_head_started_by_the_test(tmp_path, budget_ms):
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     ray_bin = Path(sys.executable).with_name("ray")
