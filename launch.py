@@ -13,7 +13,6 @@ Errors print one line and exit with status 2; an interrupted search exits with 1
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -82,17 +81,14 @@ def _open_table(args: argparse.Namespace):
 
 def cmd_measure(args: argparse.Namespace) -> None:
     from latency_tables.blocks import decompose, space_blocks
+    from latency_tables.measure import quick_settings
     from latency_tables.predict import LatencyTable
     from latency_tables.storage import LatencyDBError
     from latency_tables.targets import TargetUnavailableError, current_device_string
     from search_spaces import DEFAULT_SPACE, REFERENCE_ARCHS, sample_archs
     table = _open_table(args)
     if args.repeats is not None:  # a quicker, noisier table
-        settings = dataclasses.replace(table.settings, min_repeats=args.repeats, warmup=min(args.repeats, 3),
-                                       max_repeats=max(args.repeats, table.settings.max_repeats),
-                                       min_time_s=0.0 if args.repeats < table.settings.min_repeats else
-                                       table.settings.min_time_s)
-        table = LatencyTable(table.target, table.db, settings)
+        table = LatencyTable(table.target, table.db, quick_settings(table.settings, args.repeats))
     try:
         current_device_string(table.target)  # refuse before any work on a machine without the target's device
     except TargetUnavailableError as error:
@@ -117,7 +113,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
         networks = sample_archs(args.networks, args.seed + 1000)
         fit = table.fit_correction(networks)
         print(f"additivity correction from {fit.networks} networks measured end to end: network = "
-              f"{fit.scale:.3f} x sum(blocks) + {fit.per_block_ms:.4f} ms x blocks (median |error| "
+              f"sum(blocks) x ({fit.scale:.3f} + {fit.per_weight_mb:.4f} x weights MB) (median |error| "
               f"{fit.median_abs_err_before:.1%} -> {fit.median_abs_err_after:.1%})")
 
 

@@ -6,7 +6,11 @@ cosine, label smoothing 0.1, crop + flip; top-1 on the 1,000 test images), score
 reports Spearman and Kendall of every proxy against the trained accuracy with the proxies' run times. Results per
 architecture are cached (one JSON line each) so a stopped run resumes.
 
-    python benchmarks/proxy_quality.py --archs 40     -> benchmarks/results/proxy-quality.json
+`--retest N` trains the first N architectures a second time with another seed (initialisation, batch order,
+augmentation): the Spearman between the two trainings is the noise ceiling of the trained accuracy itself, which
+no proxy can be expected to beat on this data.
+
+    python benchmarks/proxy_quality.py --archs 40 [--retest 12]    -> benchmarks/results/proxy-quality.json
 """
 from __future__ import annotations
 
@@ -34,6 +38,15 @@ PROXY_BATCH = 64  # images per zero-cost proxy minibatch
 RESULTS = ROOT / "benchmarks/results"
 
 
+def _train(spec: ArchSpec, data, seed: int) -> tuple[float, float]:
+    """(top-1 test accuracy, seconds) of `spec` trained with TRAINED_RECIPE from `seed`."""
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    accuracy, _ = short_train(build_model(spec, num_classes=data.num_classes), (data.x_train, data.y_train),
+                              (data.x_test, data.y_test), TRAINED_RECIPE, seed=seed)
+    return accuracy, time.perf_counter() - started
+
+
 def _evaluate(spec: ArchSpec, data, seed: int) -> dict:
     images, labels = next(batches(data.x_train, data.y_train, PROXY_BATCH, 32, shuffle=True, seed=seed))
     row: dict = {"digest": spec.digest(), "spec": spec.to_dict(), "proxies": {}}
@@ -41,12 +54,20 @@ def _evaluate(spec: ArchSpec, data, seed: int) -> dict:
         result = score(name, spec, images, labels, seed=seed, num_classes=data.num_classes, resolution=32,
                        train_data=(data.x_train, data.y_train), test_data=(data.x_test, data.y_test))
         row["proxies"][name] = {"value": result.value, "seconds": result.seconds}
-    torch.manual_seed(seed)
-    started = time.perf_counter()
-    accuracy, details = short_train(build_model(spec, num_classes=data.num_classes), (data.x_train, data.y_train),
-                                    (data.x_test, data.y_test), TRAINED_RECIPE, seed=seed)
-    row["trained_accuracy"], row["train_seconds"] = accuracy, time.perf_counter() - started
+    row["trained_accuracy"], row["train_seconds"] = _train(spec, data, seed)
     return row
+
+
+def noise_ceiling(rows: list[dict], retests: dict[str, float]) -> dict:
+    """Agreement of two trainings of the same architectures, and every proxy on that same subset."""
+    subset = [r for r in rows if r["digest"] in retests]
+    first = [r["trained_accuracy"] for r in subset]
+    second = [retests[r["digest"]] for r in subset]
+    return {"archs": len(subset), "spearman_between_trainings": spearman(first, second),
+            "kendall_between_trainings": kendall(first, second),
+            "median_abs_diff": statistics.median(abs(a - b) for a, b in zip(first, second)),
+            "proxies_on_this_subset": {name: spearman([r["proxies"][name]["value"] for r in subset], first)
+                                       for name in subset[0]["proxies"]}}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -77,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=RESULTS / "proxy-quality-archs.jsonl")
     parser.add_argument("--out", type=Path, default=RESULTS / "proxy-quality.json")
+    parser.add_argument("--retest", type=int, default=0, help="train this many architectures again, another seed")
+    parser.add_argument("--retest-cache", type=Path, default=RESULTS / "proxy-quality-retest.jsonl")
     args = parser.parse_args(argv)
     if not DATA.exists():
         print(f"error: {DATA} not found (the shared CIFAR-10 subset)", file=sys.stderr)
@@ -99,9 +122,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i + 1}/{args.archs}] trained accuracy {rows[-1]['trained_accuracy']:.3f} "
               f"({rows[-1]['train_seconds']:.0f} s)", flush=True)
     result = summarise(rows)
+    retests = {}
+    if args.retest_cache.exists():
+        retests = {row["digest"]: row["trained_accuracy"]
+                   for row in map(json.loads, args.retest_cache.read_text().splitlines())}
+    for i, row in enumerate(rows[:args.retest]):
+        if row["digest"] not in retests:
+            accuracy, seconds = _train(ArchSpec.from_dict(row["spec"]), data, args.seed + 1)
+            with args.retest_cache.open("a") as handle:
+                handle.write(json.dumps({"digest": row["digest"], "seed": args.seed + 1, "trained_accuracy": accuracy,
+                                         "train_seconds": seconds}) + "\n")
+            retests[row["digest"]] = accuracy
+        print(f"retest [{i + 1}/{args.retest}] {row['trained_accuracy']:.3f} then {retests[row['digest']]:.3f}",
+              flush=True)
+    if len([r for r in rows if r["digest"] in retests]) >= 3:
+        result["noise_ceiling"] = noise_ceiling(rows, retests)
     write_json_atomic(args.out, result)
     for name, p in sorted(result["proxies"].items(), key=lambda item: -item[1]["spearman"]):
         print(f"{name:<20} spearman {p['spearman']:+.3f}  kendall {p['kendall']:+.3f}  {p['seconds_per_arch']:.2f} s")
+    if "noise_ceiling" in result:
+        ceiling = result["noise_ceiling"]
+        print(f"two trainings of {ceiling['archs']} archs: spearman {ceiling['spearman_between_trainings']:+.3f}, "
+              f"median |difference| {ceiling['median_abs_diff']:.3f}")
     print(f"default proxy: {result['default_proxy']} -> {args.out}")
     return 0
 

@@ -8,6 +8,7 @@ tables; blocks of a stage that differ only in their position share a key unless 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from search_spaces.spec import (
 )
 from search_spaces.transitions import build_stem, build_transition
 
-__all__ = ["Block", "decompose", "space_blocks"]
+__all__ = ["Block", "block_params", "decompose", "space_blocks"]
 
 ROLES = ("stem", "transition", "block", "head")
 
@@ -76,6 +77,13 @@ class Block:
         c, h, w = self.in_shape
         shape = (batch, c, h, w) if self.role in ("stem", "head") else (batch, h, w, c)
         return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=65536)
+def block_params(block: Block) -> int:
+    """Parameters of `block` (its weights' footprint), counted on the meta device (~1 ms, cached)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in block.build().parameters())
 
 
 def _describe(**fields: object) -> str:

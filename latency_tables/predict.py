@@ -19,15 +19,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from latency_tables.blocks import Block, decompose
-from latency_tables.estimate import EstimationError, Roofline, block_cost, calibrate, default_roofline
+from latency_tables.blocks import Block, block_params, decompose
+from latency_tables.estimate import DTYPE_BYTES, EstimationError, Roofline, block_cost, calibrate, default_roofline
 from latency_tables.measure import DTYPES, MeasureSettings, Timing, time_module
 from latency_tables.storage import EntryKey, LatencyDB, Measurement, default_db_path
 from latency_tables.targets import TARGETS, Target, current_device_string, get_target, software_versions
 from search_spaces import ArchSpec, build_model
 
 __all__ = ["AdditivityCorrection", "BlockLatency", "StageLatency", "Prediction", "LatencyTable", "predict",
-           "open_table"]
+           "open_table", "weights_mb"]
 
 _log = logging.getLogger(__name__)
 CALIBRATION_SAMPLE = 150  # measured entries used to calibrate the estimator (block costs are traced, ~0.1 s each)
@@ -68,32 +68,54 @@ class Prediction:
 
 @dataclass(frozen=True)
 class AdditivityCorrection:
-    """``network_ms = scale * sum(block entries) + per_block_ms * blocks``, fitted on networks measured end to end
-    on the table's device. Blocks timed alone run faster than inside a network (on the CPU here: ~11% — warm
-    allocator and caches); this is DESIGN.md's "calibrated correction", measured by benchmarks/latency_fidelity."""
+    """``network_ms = sum(block entries) * (scale + per_weight_mb * weights_mb)``, fitted on networks measured end
+    to end on the table's device; ``weights_mb`` is the network's parameter footprint in the table's dtype.
+
+    Why: a block timed alone keeps its weights in the last-level cache between repeats; inside a network the
+    other blocks' weights and activations evict them, so every block runs slower, a little more so in networks
+    with more weights. On this CPU networks ran 1.05-1.42x the sum of their blocks (benchmarks/additivity.py).
+    """
     scale: float
-    per_block_ms: float
+    per_weight_mb: float
     networks: int
     median_abs_err_before: float
     median_abs_err_after: float
 
-    def apply(self, entry_ms: float) -> float:
-        return self.scale * entry_ms + self.per_block_ms
+    def factor(self, weights_mb: float) -> float:
+        """What every block entry of a network with `weights_mb` MB of weights is multiplied by."""
+        return self.scale + self.per_weight_mb * weights_mb
 
     @staticmethod
-    def fit(samples: list[tuple[float, int, float]]) -> AdditivityCorrection:
-        """From ``(sum of entries ms, number of blocks, measured ms)`` per network; least squares on relative error."""
+    def fit(samples: list[tuple[float, float, float]]) -> AdditivityCorrection:
+        """From ``(sum of entries ms, weights MB, measured ms)`` per network; least squares on relative error."""
         if len(samples) < 3:
             raise EstimationError(f"need at least 3 networks measured end to end to fit a correction, got "
                                   f"{len(samples)}")
-        sums, counts, measured = (np.array(column, dtype=float) for column in zip(*samples))
-        design = np.stack([sums / measured, counts / measured], axis=1)
-        (scale, per_block), *_ = np.linalg.lstsq(design, np.ones_like(measured), rcond=None)
-        if per_block < 0:  # a negative per-block cost has no physical meaning: fit the scale alone
-            scale, per_block = float(np.sum(sums / measured) / np.sum((sums / measured) ** 2)), 0.0
+        sums, weights_mb, measured = (np.array(column, dtype=float) for column in zip(*samples))
+        ratio = sums / measured
+        design = np.stack([ratio, ratio * weights_mb], axis=1)
+        (scale, per_weight_mb), *_ = np.linalg.lstsq(design, np.ones_like(measured), rcond=None)
+        if per_weight_mb < 0:  # bigger networks cannot gain from their size: fit the scale alone
+            scale, per_weight_mb = float(np.sum(ratio) / np.sum(ratio ** 2)), 0.0
+        predicted = sums * (scale + per_weight_mb * weights_mb)
         before = float(np.median(np.abs(sums - measured) / measured))
-        after = float(np.median(np.abs(scale * sums + per_block * counts - measured) / measured))
-        return AdditivityCorrection(float(scale), float(per_block), len(samples), before, after)
+        after = float(np.median(np.abs(predicted - measured) / measured))
+        return AdditivityCorrection(float(scale), float(per_weight_mb), len(samples), before, after)
+
+    @staticmethod
+    def from_record(fit: dict) -> AdditivityCorrection | None:
+        """The stored fit, or None for one of an older form (refit it with `measure --networks`)."""
+        try:
+            return AdditivityCorrection(**fit)
+        except TypeError:
+            _log.warning("the stored additivity correction has an older form and is ignored; refit it with "
+                         "`launch.py measure --networks 40`")
+            return None
+
+
+def weights_mb(blocks: list[Block], dtype: str) -> float:
+    """Parameter footprint of a network's blocks in MB (2**20 bytes) of `dtype`."""
+    return sum(block_params(b) for b in blocks) * DTYPE_BYTES[dtype] / 2**20
 
 
 def _stage_name(block: Block, num_stages: int) -> str:
@@ -124,7 +146,7 @@ class LatencyTable:
         """The additivity correction fitted for this table's settings, if any (`fit_correction`)."""
         if self._correction is False:
             stored = self.db.get_info(self._correction_key)
-            self._correction = None if stored is None else AdditivityCorrection(**json.loads(stored)["fit"])
+            self._correction = None if stored is None else AdditivityCorrection.from_record(json.loads(stored)["fit"])
         return self._correction
 
     def fit_correction(self, specs: list[ArchSpec], progress: bool = True) -> AdditivityCorrection:
@@ -134,7 +156,8 @@ class LatencyTable:
         for spec in tqdm(specs, desc=f"measuring {self.target.name} networks", unit="net", disable=not progress):
             blocks = decompose(spec, self.settings.resolution)
             measured = self.measure_network(spec).median_ms
-            samples.append((sum(entries[(b.key, b.in_shape)].median_ms for b in blocks), len(blocks), measured))
+            samples.append((sum(entries[(b.key, b.in_shape)].median_ms for b in blocks),
+                            weights_mb(blocks, self.settings.dtype), measured))
         fit = AdditivityCorrection.fit(samples)
         record = {"fit": dataclasses.asdict(fit), "networks": [s.digest() for s in specs], "samples": samples,
                   "device": current_device_string(self.target)}
@@ -228,15 +251,15 @@ class LatencyTable:
     def predict(self, spec: ArchSpec) -> Prediction:
         blocks = decompose(spec, self.settings.resolution)
         entries, correction = self.entries(), self.correction()
-        adjust = correction.apply if correction is not None else (lambda ms: ms)
+        factor = 1.0 if correction is None else correction.factor(weights_mb(blocks, self.settings.dtype))
         parts: list[BlockLatency] = []
         for block in blocks:
             measurement = entries.get((block.key, block.in_shape))
             if measurement is not None:
-                parts.append(BlockLatency(block, adjust(measurement.median_ms), "measured"))
+                parts.append(BlockLatency(block, factor * measurement.median_ms, "measured"))
             else:
                 cost = block_cost(block, self.settings.batch, self.settings.dtype)
-                parts.append(BlockLatency(block, adjust(self.roofline().predict_ms(cost)), "estimated"))
+                parts.append(BlockLatency(block, factor * self.roofline().predict_ms(cost), "estimated"))
         stages: dict[str, list[BlockLatency]] = {}
         for part in parts:
             stages.setdefault(_stage_name(part.block, len(spec.stages)), []).append(part)

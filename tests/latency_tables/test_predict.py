@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import importlib
+import json
 
 import pytest
 
 from latency_tables.blocks import decompose
 from latency_tables.estimate import BlockCost, EstimationError, Roofline, calibrate
-from latency_tables.predict import LatencyTable, default_settings
+from latency_tables.predict import LatencyTable, default_settings, weights_mb
 from latency_tables.storage import LatencyDB, Measurement
 from latency_tables.targets import TargetUnavailableError, get_target
-from search_spaces import REFERENCE_ARCHS, TINY_ARCHS
+from search_spaces import REFERENCE_ARCHS, TINY_ARCHS, build_model
 
 predict_module = importlib.import_module("latency_tables.predict")  # the package re-exports a function of that name
 
@@ -115,14 +116,38 @@ def test_reference_archs_decompose_at_224() -> None:
         assert sum(b.role == "block" for b in decompose(spec, 224)) == sum(s.depth for s in spec.stages)
 
 
-def test_additivity_correction_recovers_scale_and_per_block_cost() -> None:
+def test_additivity_correction_recovers_scale_and_weight_slope() -> None:
     from latency_tables.predict import AdditivityCorrection
-    samples = [(s, n, 1.12 * s + 0.05 * n) for s, n in [(10.0, 12), (25.0, 20), (4.0, 9), (60.0, 30), (8.0, 15)]]
+    samples = [(s, w, s * (1.06 + 0.004 * w)) for s, w in [(10.0, 12.5), (25.0, 41.0), (4.0, 3.3), (60.0, 88.0),
+                                                            (8.0, 7.0)]]
     fit = AdditivityCorrection.fit(samples)
-    assert fit.scale == pytest.approx(1.12, rel=1e-6) and fit.per_block_ms == pytest.approx(0.05, rel=1e-5)
+    assert fit.scale == pytest.approx(1.06, rel=1e-6) and fit.per_weight_mb == pytest.approx(0.004, rel=1e-5)
+    assert fit.factor(50.0) == pytest.approx(1.26)
     assert fit.median_abs_err_after < 1e-9 < fit.median_abs_err_before
     with pytest.raises(EstimationError, match="at least 3 networks"):
         AdditivityCorrection.fit(samples[:2])
+
+
+def test_a_correction_that_would_shrink_with_size_falls_back_to_one_scale() -> None:
+    from latency_tables.predict import AdditivityCorrection
+    samples = [(s, w, s * (1.3 - 0.002 * w)) for s, w in [(10.0, 12.5), (25.0, 41.0), (4.0, 3.3), (60.0, 88.0)]]
+    fit = AdditivityCorrection.fit(samples)
+    assert fit.per_weight_mb == 0.0 and 1.12 < fit.scale < 1.3
+
+
+def test_an_older_stored_correction_is_ignored_not_fatal(tmp_path) -> None:
+    table = _table(tmp_path)
+    old = {"fit": {"scale": 1.2, "per_block_ms": 0.0, "networks": 3, "median_abs_err_before": 0.1,
+                   "median_abs_err_after": 0.05}}
+    table.db.set_info(table._correction_key, json.dumps(old))
+    assert _table(tmp_path).correction() is None
+
+
+def test_weights_mb_counts_every_blocks_parameters() -> None:
+    spec = TINY_ARCHS["tiny_window"]
+    params = sum(p.numel() for p in build_model(spec).parameters())
+    assert weights_mb(decompose(spec, 32), "fp32") == pytest.approx(params * 4 / 2**20)
+    assert weights_mb(decompose(spec, 32), "bf16") == pytest.approx(params * 2 / 2**20)
 
 
 def test_fitted_correction_is_stored_and_applied(tmp_path) -> None:
@@ -133,6 +158,5 @@ def test_fitted_correction_is_stored_and_applied(tmp_path) -> None:
     reopened = _table(tmp_path)  # the fit lives in the database
     assert reopened.correction() == fit
     prediction = reopened.predict(specs[0])
-    blocks = len(decompose(specs[0], 32))
-    assert prediction.latency_ms == pytest.approx(fit.scale * raw + fit.per_block_ms * blocks)
+    assert prediction.latency_ms == pytest.approx(raw * fit.factor(weights_mb(decompose(specs[0], 32), "fp32")))
     assert prediction.source == "measured (cpu table); additivity-corrected on 3 networks"
