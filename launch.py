@@ -145,7 +145,8 @@ def _search_config(args: argparse.Namespace):
                         objective=args.objective, proxy=args.proxy, data=args.data, batch=args.batch,
                         resolution=args.resolution, dtype=args.dtype, proxy_resolution=args.proxy_resolution,
                         latency_db=args.latency_db, study=args.study, storage=args.storage, out=args.out,
-                        seed=args.seed, top_k=args.top, export=not args.no_export, train_steps=args.train_steps)
+                        seed=args.seed, top_k=args.top, export=not args.no_export, train_steps=args.train_steps,
+                        pruner=args.pruner)
 
 
 def _print_summary(summary) -> None:
@@ -307,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _search_flags(parser: argparse.ArgumentParser) -> None:
-    from nas.config import OBJECTIVES, SAMPLERS
+    from nas.config import OBJECTIVES, PRUNERS, SAMPLERS
     from nas.proxies import PROXIES
     _table_flags(parser)
     parser.add_argument("--budget", type=_budget, required=True, help="latency budget per batch on the target: "
@@ -331,6 +332,9 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
                         "the data's image size, at least 64; without data, --resolution)")
     parser.add_argument("--train-steps", type=_positive_int, default=300, help="steps of the short_train proxy "
                         "(default 300)")
+    parser.add_argument("--pruner", choices=PRUNERS, default="median", help="stop short_train evaluations whose "
+                        "accuracy after 100, 200... steps is below the median of earlier trials' (default median; "
+                        "single objective only)")
     parser.add_argument("--study", help="study name (default <target>-<budget>-<sampler>-<proxy>); rerunning with "
                         "the same name resumes it")
     parser.add_argument("--storage", help="Optuna storage, any SQLAlchemy URL (default sqlite:///<out>/study.db)")

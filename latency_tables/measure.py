@@ -7,9 +7,9 @@ attention mixers take their Triton kernels on CUDA.
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 

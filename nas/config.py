@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "ConfigError", "SearchConfig", "SAMPLERS", "OBJECTIVES", "parse_latency_ms", "format_ms", "default_out",
+    "ConfigError", "SearchConfig", "SAMPLERS", "PRUNERS", "OBJECTIVES", "parse_latency_ms", "format_ms", "default_out",
     "default_storage", "default_study_file", "DEFAULT_PROXY_WITH_DATA", "DEFAULT_PROXY_DATA_FREE",
 ]
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
+PRUNERS = ("median", "none")  # nas.pruning.make_pruner
 # "best": one objective, the proxy (maximised), the budget as a constraint.
 # "pareto": two objectives, proxy (maximised) and latency_ms (minimised), the budget as a constraint.
 OBJECTIVES = ("best", "pareto")
@@ -95,6 +96,8 @@ class SearchConfig:
         top_k: Pareto architectures to export besides the best one.
         export: export the winners at the end (``launch.py export`` can do it later).
         train_steps: steps of the ``short_train`` proxy.
+        pruner: one of ``nas.pruning.PRUNERS``: stops ``short_train`` evaluations whose intermediate accuracy
+            falls behind earlier trials' (single objective only).
     """
     target: str
     budget_ms: float
@@ -118,6 +121,7 @@ class SearchConfig:
     top_k: int = 5
     export: bool = True
     train_steps: int = 300
+    pruner: str = "median"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms) and self.budget_ms > 0):
@@ -131,6 +135,8 @@ class SearchConfig:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout_s}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"unknown pruner {self.pruner!r}; choose one of {', '.join(PRUNERS)}")
         if self.objective is not None and self.objective not in OBJECTIVES:
             raise ConfigError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if self.study is not None and not _STUDY_NAME.match(self.study):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nas.data import batches
-from nas.proxies import PROXIES, ProxyError, ProxyResult, score
+from nas.proxies import PROXIES, ProxyError, ProxyResult, ReportFn, score
 from search_spaces import ArchSpec, SpecError, count_params, module_flops, build_model
 
 __all__ = ["EvalRequest", "ProxyData", "Outcome", "evaluate", "PROXY_BATCH"]
@@ -64,8 +64,10 @@ def _minibatch(data: ProxyData, resolution: int, seed: int) -> tuple[torch.Tenso
     return next(batches(data.x_train, data.y_train, PROXY_BATCH, resolution, shuffle=True, seed=seed))
 
 
-def evaluate(request: EvalRequest, data: ProxyData | None = None) -> Outcome:
-    """Score `request`'s architecture; failures of the architecture come back as ``Outcome(ok=False, error=...)``."""
+def evaluate(request: EvalRequest, data: ProxyData | None = None, report: ReportFn | None = None) -> Outcome:
+    """Score `request`'s architecture; failures of the architecture come back as ``Outcome(ok=False, error=...)``.
+    `report(step, accuracy) -> stop?` gets ``short_train``'s intermediate accuracies (Optuna pruning); a stopped
+    evaluation comes back with ``details["stopped_early"]``."""
     started = time.perf_counter()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     torch.set_num_threads(request.threads)
@@ -80,7 +82,8 @@ def evaluate(request: EvalRequest, data: ProxyData | None = None) -> Outcome:
                 raise ProxyError(f"proxy {request.proxy!r} needs data and none was given")
             kwargs["num_classes"] = data.num_classes
             if request.proxy == "short_train":
-                kwargs.update(train_data=(data.x_train, data.y_train), test_data=(data.x_test, data.y_test))
+                kwargs.update(train_data=(data.x_train, data.y_train), test_data=(data.x_test, data.y_test),
+                              report=report)
             else:
                 kwargs["images"], kwargs["labels"] = _minibatch(data, request.proxy_resolution, request.seed)
         model = build_model(spec)

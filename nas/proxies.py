@@ -54,7 +54,7 @@ from search_spaces import ArchSpec, build_model, module_flops
 __all__ = [
     "ProxyError", "ProxyResult", "Proxy", "ProxyJob", "TrainRecipe", "PROXIES", "DATA_FREE", "score",
     "synflow_score", "naswot_score", "grad_norm_score", "snip_score", "zico_score", "short_train",
-    "ZICO_SPLITS",
+    "ZICO_SPLITS", "ReportFn",
 ]
 
 _log = logging.getLogger(__name__)

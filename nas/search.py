@@ -7,7 +7,8 @@ target's table (`latency_tables`) before anything runs, and then
 - an architecture already evaluated (same `ArchSpec.digest`) -> told the earlier result, marked ``duplicate_of``;
 - otherwise a Ray task (`nas.evaluate.evaluate`) scores it; `workers` tasks are kept in flight and results are
   told as they finish. A failed evaluation (exception, non-finite score, out of memory, lost worker) is a FAIL
-  trial with its reason, and the search goes on.
+  trial with its reason, and the search goes on. A ``short_train`` evaluation reports its accuracy every 100
+  steps; the driver answers with its pruner's verdict (`nas.pruning`) and a stopped one is told PRUNED.
 
 Sampling runs on an in-memory copy of the study and each finished trial is stored in one transaction
 (`nas.study.StudyMirror`). Interrupted (Ctrl-C), the driver stores its in-flight trials as FAIL ("interrupted")
@@ -37,6 +38,7 @@ from nas.config import ConfigError, SearchConfig
 from nas.data import load_data
 from nas.evaluate import EvalRequest, Outcome, ProxyData, evaluate
 from nas.proxies import DATA_FREE, PROXIES
+from nas.pruning import ReportBoard, board_reporter, make_pruner
 from nas.export import export_study
 from nas.study import (
     StudyMirror, TrialRecord, best_record, make_sampler, open_study, pareto_records, records,
@@ -178,6 +180,14 @@ class _Tally:
         return {"feasible": self.feasible, "best": "-" if self.best is None else f"{self.best:.4g}"}
 
 
+def _run_evaluation(evaluator: Evaluator, request: EvalRequest, data: ProxyData | None, board: object | None,
+                    key: int) -> Outcome:
+    """The Ray task: `evaluator` on a worker, reporting intermediate values through `board` when it is given."""
+    if board is None:
+        return evaluator(request, data)
+    return evaluator(request, data, report=board_reporter(board, key))
+
+
 # -------------------------------------------------------------------------------------------------- driver
 class _Driver:
     """One run of the ask/evaluate/tell loop over a study (see the module docstring)."""
@@ -188,8 +198,15 @@ class _Driver:
 
         self.ray = ray
         self.config, self.mirror, self.table, self.space = config, mirror, table, space
-        self.remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(evaluator)
+        self.remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(_run_evaluation)
+        self.evaluator_ref = ray.put(evaluator)
         self.data_ref = data_ref
+        # Optuna pruning needs intermediate values (short_train) and one objective (Optuna cannot prune several)
+        self.pruning = (config.pruner != "none" and config.proxy == "short_train" and config.objective == "best")
+        self.board = ray.remote(num_cpus=0)(ReportBoard).remote() if self.pruning else None
+        if self.board is not None:  # started before any evaluation holds the CPUs its worker would start on
+            ray.get(self.board.take.remote())
+        self.running: dict[int, optuna.Trial] = {}  # trial number -> trial, of in-flight evaluations
         self.proxy_resolution = proxy_resolution
         self.in_flight: dict[object, tuple[optuna.Trial, str, float]] = {}  # ref -> (trial, digest, latency_ms)
         self.waiting: dict[str, list[tuple[optuna.Trial, float]]] = {}  # digest -> duplicates of an in-flight one
@@ -200,7 +217,7 @@ class _Driver:
         for row in rows:
             if row.spec is None or row.duplicate_of is not None:
                 continue
-            if row.state == "COMPLETE":
+            if row.state == "COMPLETE" or row.user_attrs.get("pruned_at_step") is not None:
                 self.done[row.spec.digest()] = (row.number, _outcome_from_attrs(row))
             elif row.state == "FAIL" and row.user_attrs.get("fail_kind") == "evaluation":
                 self.done[row.spec.digest()] = (row.number, Outcome(ok=False, error=row.reason))
@@ -217,6 +234,12 @@ class _Driver:
         _set_attrs(trial, attrs)
         if not outcome.ok:
             return self.mirror.finish(trial, state=TrialState.FAIL)
+        if outcome.details.get("stopped_early"):  # the pruner stopped its training
+            step = outcome.details.get("steps")
+            trial.set_user_attr("pruned_at_step", step)
+            trial.set_user_attr("prune_reason", f"pruned at step {step}: accuracy {outcome.value:.4f} below the "
+                                                f"median of earlier trials")
+            return self.mirror.finish(trial, state=TrialState.PRUNED)
         if duplicate_of is None:
             self.tally.add(outcome.value)
         return self.mirror.finish(trial, self.values(outcome, latency_ms))
@@ -247,9 +270,20 @@ class _Driver:
         request = EvalRequest(spec_json=spec.to_json(), proxy=self.config.proxy,
                               proxy_resolution=self.proxy_resolution, cost_resolution=self.table.settings.resolution,
                               seed=self.config.seed, train_steps=self.config.train_steps)
-        ref = self.remote.remote(request, self.data_ref)
+        ref = self.remote.remote(self.evaluator_ref, request, self.data_ref, self.board, trial.number)
         self.in_flight[ref] = (trial, digest, latency_ms)
+        self.running[trial.number] = trial
         return 0
+
+    def serve_reports(self) -> None:
+        """Answer the workers' intermediate values: report each to its trial and send the pruner's verdict."""
+        for key, step, value in self.ray.get(self.board.take.remote()):
+            trial = self.running.get(key)
+            prune = False
+            if trial is not None:
+                trial.report(value, step)
+                prune = trial.should_prune()
+            self.board.decide.remote(key, step, prune)
 
     def collect(self, timeout_s: float | None = None) -> int:
         """Tell the evaluations that finished (waiting up to `timeout_s` for one); returns trials settled."""
@@ -257,6 +291,7 @@ class _Driver:
         settled = 0
         for ref in ready:
             trial, digest, latency_ms = self.in_flight.pop(ref)
+            self.running.pop(trial.number, None)
             fail_kind = "evaluation"
             try:
                 outcome = self.ray.get(ref)
@@ -308,7 +343,11 @@ class _Driver:
                         bar.set_postfix(self.tally.postfix())
                 if not self.in_flight:
                     break
-                settled = self.collect(timeout_s=None if deadline is None else max(0.1, deadline - time.monotonic()))
+                timeout_s = None if deadline is None else max(0.1, deadline - time.monotonic())
+                if self.pruning:  # wake up often enough to answer the workers' reports
+                    self.serve_reports()
+                    timeout_s = 0.05 if timeout_s is None else min(timeout_s, 0.05)
+                settled = self.collect(timeout_s=timeout_s)
                 self.settled += settled
                 if settled:
                     bar.update(settled)
@@ -318,8 +357,11 @@ class _Driver:
 
 def _outcome_from_attrs(row: TrialRecord) -> Outcome:
     attrs = row.user_attrs
-    return Outcome(ok=True, value=row.proxy, proxy_seconds=attrs.get("proxy_seconds", 0.0), params=attrs.get("params"),
-                   flops=attrs.get("flops"), seconds=attrs.get("eval_seconds", 0.0), worker=attrs.get("worker", ""))
+    pruned_at = attrs.get("pruned_at_step")
+    return Outcome(ok=True, value=row.proxy if pruned_at is None else attrs.get("proxy_value"),
+                   proxy_seconds=attrs.get("proxy_seconds", 0.0), params=attrs.get("params"), flops=attrs.get("flops"),
+                   seconds=attrs.get("eval_seconds", 0.0), worker=attrs.get("worker", ""),
+                   details={} if pruned_at is None else {"stopped_early": True, "steps": pruned_at})
 
 
 def _finished_count(study: optuna.Study) -> int:
@@ -347,7 +389,8 @@ def summarise(study: optuna.Study, config: SearchConfig, status: str, seconds: f
               "complete": sum(r.state == "COMPLETE" for r in rows),
               "feasible": sum(r.feasible and r.duplicate_of is None for r in rows),
               "duplicates": sum(r.duplicate_of is not None for r in rows),
-              "over_budget": sum(r.state == "PRUNED" for r in rows),
+              "over_budget": sum(r.state == "PRUNED" and "pruned_at_step" not in r.user_attrs for r in rows),
+              "pruned": sum(r.state == "PRUNED" and "pruned_at_step" in r.user_attrs for r in rows),
               "failed": sum(r.state == "FAIL" and r.user_attrs.get("fail_kind") != "interrupted" for r in rows),
               "interrupted": sum(r.user_attrs.get("fail_kind") == "interrupted" for r in rows)}
     sources = {r.latency_source.split(";")[0].split(" (")[0] for r in rows if r.latency_source}
@@ -399,7 +442,7 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, resumed = open_study(config, _study_attrs(config, table, proxy_resolution))
     rows = records(study)
-    mirror = StudyMirror(study, make_sampler(config.sampler, config.seed, config.objective))
+    mirror = StudyMirror(study, make_sampler(config.sampler, config.seed, config.objective), make_pruner(config.pruner))
     requeued = mirror.requeue(rows)
     if requeued:
         _log.warning("queued again %d architecture(s) an earlier run was interrupted on", requeued)

@@ -134,10 +134,11 @@ class StudyMirror:
     a search that dies loses only its in-flight evaluations. One driver per study.
     """
 
-    def __init__(self, stored: optuna.Study, sampler: optuna.samplers.BaseSampler) -> None:
+    def __init__(self, stored: optuna.Study, sampler: optuna.samplers.BaseSampler,
+                 pruner: optuna.pruners.BasePruner | None = None) -> None:
         self.stored = stored
         self.memory = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=sampler,
-                                          directions=stored.directions)
+                                          pruner=pruner or optuna.pruners.NopPruner(), directions=stored.directions)
         self.stored_number: dict[int, int] = {}  # in-memory trial number -> stored trial number
         for trial in stored.get_trials(deepcopy=False, states=_FINISHED):
             self.memory.add_trial(trial)

@@ -142,6 +142,7 @@ SEARCH = ["--target", "a100", "--budget", "5ms"]
     (SEARCH + ["--workers", "two"], "argument --workers: expected a positive integer, got 'two'"),
     (SEARCH + ["--timeout=-5"], "argument --timeout: expected a positive number of seconds, got '-5'"),
     (SEARCH + ["--sampler", "cmaes"], "argument --sampler: invalid choice: 'cmaes'"),
+    (SEARCH + ["--pruner", "hyperband"], "argument --pruner: invalid choice: 'hyperband'"),
     (SEARCH + ["--proxy", "magic"], "argument --proxy: invalid choice: 'magic'"),
     (SEARCH + ["--objective", "fastest"], "argument --objective: invalid choice: 'fastest'"),
     (SEARCH + ["--resolution", "0"], "argument --resolution: expected a positive integer, got 0"),

@@ -51,7 +51,7 @@ def test_resolved_defaults_depend_on_the_other_fields(tmp_path):
     ({"budget_ms": 0.0}, "budget"), ({"budget_ms": float("nan")}, "budget"), ({"trials": 0}, "--trials"),
     ({"workers": 0}, "--workers"), ({"sampler": "cmaes"}, "unknown sampler"), ({"objective": "fast"}, "objective"),
     ({"study": "bad name!"}, "study name"), ({"timeout_s": -1.0}, "--timeout"), ({"top_k": -1}, "--top"),
-    ({"resolution": 0}, "--resolution"), ({"train_steps": 0}, "--train-steps"),
+    ({"resolution": 0}, "--resolution"), ({"train_steps": 0}, "--train-steps"), ({"pruner": "asha"}, "unknown pruner"),
 ])
 def test_invalid_settings_raise_config_error(fields, message):
     with pytest.raises(ConfigError, match=message):

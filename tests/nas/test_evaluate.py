@@ -49,6 +49,20 @@ def test_short_train_on_the_data_splits():
     assert outcome.ok and 0.0 <= outcome.value <= 1.0
 
 
+def test_short_train_reports_and_stops_when_told():
+    reports: list[tuple[int, float]] = []
+
+    def stop_at_the_first_report(step: int, accuracy: float) -> bool:
+        reports.append((step, accuracy))
+        return True
+
+    outcome = evaluate(EvalRequest(TINY_ARCHS["tiny_conv"].to_json(), "short_train", proxy_resolution=20,
+                                   cost_resolution=32, train_steps=250), _data(), report=stop_at_the_first_report)
+    assert [step for step, _ in reports] == [100]  # reports every 100 steps; stopped at the first
+    assert outcome.ok and outcome.value == reports[0][1]
+    assert outcome.details["stopped_early"] and outcome.details["steps"] == 100
+
+
 @pytest.mark.parametrize("request_fields, data, message", [
     ({"proxy": "naswot"}, None, "ProxyError: proxy 'naswot' needs data"),
     ({"proxy": "nope"}, None, "ProxyError: unknown proxy 'nope'"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -147,6 +149,47 @@ def test_failed_and_lost_evaluations_are_fail_trials(tmp_path, local_ray):
         else:
             assert trial.state == TrialState.COMPLETE
     assert summary.status == "finished" and summary.trials["failed"] >= 2 and summary.trials["total"] == 10
+
+
+def _reporting_evaluator(request: EvalRequest, data=None, report=None) -> Outcome:
+    """A short training in three reports: accuracy ``quality * step / 300``, quality fixed by the architecture;
+    stops when `report` says so."""
+    outcome = Outcome(ok=True, params=1, flops=1, worker=f"test:{os.getpid()}")
+    quality = int(ArchSpec.from_json(request.spec_json).digest()[:4], 16) / 0xFFFF
+    for step in (100, 200, 300):
+        if report is not None and report(step, quality * step / 300) and step < 300:
+            return dataclasses.replace(outcome, value=quality * step / 300,
+                                       details={"stopped_early": True, "steps": step})
+    return dataclasses.replace(outcome, value=quality, details={"stopped_early": False, "steps": 300})
+
+
+@pytest.mark.parametrize("pruner", ["median", "none"])
+def test_the_median_pruner_stops_short_trainings_behind_the_median(tmp_path, local_ray, pruner):
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images.npz"
+    np.savez(images, x_train=rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8), y_train=np.arange(12) % 2,
+             x_test=rng.integers(0, 255, (6, 8, 8, 3), dtype=np.uint8), y_test=np.arange(6) % 2)
+    # one worker: each report is judged against exactly the trials numbered before it
+    config = _config(tmp_path, 1000.0, trials=12, workers=1, proxy="short_train", data=images, pruner=pruner, seed=3)
+    summary = run_search(config, evaluator=_reporting_evaluator, progress=False)
+    trials = _study(config).get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert len(complete) + len(pruned) == 12 and summary.trials["over_budget"] == 0
+    assert summary.trials["pruned"] == len(pruned)
+    if pruner == "none":
+        assert not pruned and all(t.intermediate_values == {} for t in complete)
+        return
+    assert pruned, "the median pruner stopped nothing"
+    for trial in complete:
+        assert set(trial.intermediate_values) == {100, 200, 300}
+    for trial in pruned:  # stopped at a step where it was below the median of the trials completed before it
+        step = trial.user_attrs["pruned_at_step"]
+        assert step in (100, 200) and max(trial.intermediate_values) == step
+        assert trial.user_attrs["prune_reason"].startswith(f"pruned at step {step}")
+        earlier = [t.intermediate_values[step] for t in complete if t.number < trial.number]
+        assert len(earlier) >= 5 and trial.intermediate_values[step] < np.median(earlier)
+    assert summary.best["trial"] in {t.number for t in complete}
 
 
 def test_rerun_resumes_the_study(tmp_path, budget_ms, local_ray):
