@@ -4,6 +4,7 @@
     python launch.py export --study NAME [--top 5]                          re-export the winners of a stored study
     python launch.py dashboard --study NAME [--port 8080]                   optuna-dashboard on a study, 127.0.0.1
     python launch.py measure --target cpu [--archs 50]                      build / refresh a latency table here
+    python launch.py costs [--resolution 224] [--batch 1]                   store the estimator's block counts
     python launch.py latency SPEC.json --target a100                        predicted latency with its breakdown
     python launch.py check SPEC.json [--resolution 224]                     validate an ArchSpec file, show its cost
     python launch.py archs [--resolution 224] [--names swin_t_like ...]     params / GFLOPs of the reference archs
@@ -115,6 +116,20 @@ def cmd_measure(args: argparse.Namespace) -> None:
         print(f"additivity correction from {fit.networks} networks measured end to end: network = "
               f"sum(blocks) x ({fit.scale:.3f} + {fit.per_weight_mb:.4f} x weights MB) (median |error| "
               f"{fit.median_abs_err_before:.1%} -> {fit.median_abs_err_after:.1%})")
+
+
+def cmd_costs(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from latency_tables.blocks import space_blocks
+    from latency_tables.cost_cache import COUNTS_FILE, store_counts
+    from latency_tables.estimate import count_block
+    from search_spaces import DEFAULT_SPACE
+    blocks = {(b.key, b.in_shape, args.batch): b for b in space_blocks(DEFAULT_SPACE, args.resolution)}
+    counted = store_counts(blocks, lambda key: count_block(blocks[key], key[2]),
+                           progress=lambda keys: tqdm(keys, desc="counting blocks", unit="block"))
+    print(f"counted {counted} blocks of the space at {args.resolution}x{args.resolution}, batch {args.batch}; "
+          f"{len(blocks) - counted} were stored already -> {COUNTS_FILE}")
 
 
 def cmd_latency(args: argparse.Namespace) -> None:
@@ -260,7 +275,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-COMMANDS = ("search", "export", "dashboard", "measure", "latency", "check", "archs")
+COMMANDS = ("search", "export", "dashboard", "measure", "costs", "latency", "check", "archs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--networks", type=int, default=40, help="networks (sampled with seed + 1000) to measure "
                          "end to end to fit the table's additivity correction; 0 skips it")
     measure.set_defaults(run=cmd_measure)
+    costs = commands.add_parser("costs", help="count FLOPs, bytes and ops of every block of the space once, for "
+                                "the roofline estimates of blocks no table has measured")
+    costs.add_argument("--resolution", type=_positive_int, default=224, help="square input size in pixels")
+    costs.add_argument("--batch", type=_positive_int, default=1, help="images per batch (default 1)")
+    costs.set_defaults(run=cmd_costs)
     latency = commands.add_parser("latency", help="predicted latency of an ArchSpec file with its breakdown")
     latency.add_argument("spec", help="path of an ArchSpec JSON file")
     _table_flags(latency)

@@ -51,9 +51,9 @@ def parse_latency_ms(text: str) -> float:
 
 def format_ms(latency_ms: float) -> str:
     """A budget as a short name part: 5.0 -> ``5ms``, 5.5 -> ``5.5ms``, 0.8 -> ``800us``."""
-    if latency_ms < 1:
-        return f"{latency_ms * 1000:g}us"
-    return f"{latency_ms:g}ms"
+    value, unit = (latency_ms * 1000, "us") if latency_ms < 1 else (latency_ms, "ms")
+    text = f"{value:.6f}".rstrip("0").rstrip(".")  # never exponent notation: 1e6 -> 1000000ms
+    return f"{text}{unit}"
 
 
 def default_out(study: str) -> Path:

@@ -27,7 +27,8 @@ def test_parse_latency_ms_rejects_everything_else(text):
         parse_latency_ms(text)
 
 
-@pytest.mark.parametrize("latency_ms, text", [(5.0, "5ms"), (5.5, "5.5ms"), (0.8, "800us"), (12.25, "12.25ms")])
+@pytest.mark.parametrize("latency_ms, text", [(5.0, "5ms"), (5.5, "5.5ms"), (0.8, "800us"), (12.25, "12.25ms"),
+                                             (1e6, "1000000ms"), (0.0123, "12.3us")])
 def test_format_ms_round_trips(latency_ms, text):
     assert format_ms(latency_ms) == text
     assert parse_latency_ms(text) == pytest.approx(latency_ms)
