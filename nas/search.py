@@ -180,12 +180,14 @@ class _Tally:
         return {"feasible": self.feasible, "best": "-" if self.best is None else f"{self.best:.4g}"}
 
 
-def _run_evaluation(evaluator: Evaluator, request: EvalRequest, data: ProxyData | None, board: object | None,
-                    key: int) -> Outcome:
-    """The Ray task: `evaluator` on a worker, reporting intermediate values through `board` when it is given."""
-    if board is None:
-        return evaluator(request, data)
-    return evaluator(request, data, report=board_reporter(board, key))
+def _task(evaluator: Evaluator) -> Callable[[EvalRequest, ProxyData | None, object | None, int], Outcome]:
+    """The Ray task around `evaluator` (shipped to the workers once, with the task's definition): it reports
+    intermediate values through `board` when one is given."""
+    def run_evaluation(request: EvalRequest, data: ProxyData | None, board: object | None, key: int) -> Outcome:
+        if board is None:
+            return evaluator(request, data)
+        return evaluator(request, data, report=board_reporter(board, key))
+    return run_evaluation
 
 
 # -------------------------------------------------------------------------------------------------- driver
@@ -198,8 +200,7 @@ class _Driver:
 
         self.ray = ray
         self.config, self.mirror, self.table, self.space = config, mirror, table, space
-        self.remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(_run_evaluation)
-        self.evaluator_ref = ray.put(evaluator)
+        self.remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(_task(evaluator))
         self.data_ref = data_ref
         # Optuna pruning needs intermediate values (short_train) and one objective (Optuna cannot prune several)
         self.pruning = (config.pruner != "none" and config.proxy == "short_train" and config.objective == "best")
@@ -270,7 +271,7 @@ class _Driver:
         request = EvalRequest(spec_json=spec.to_json(), proxy=self.config.proxy,
                               proxy_resolution=self.proxy_resolution, cost_resolution=self.table.settings.resolution,
                               seed=self.config.seed, train_steps=self.config.train_steps)
-        ref = self.remote.remote(self.evaluator_ref, request, self.data_ref, self.board, trial.number)
+        ref = self.remote.remote(request, self.data_ref, self.board, trial.number)
         self.in_flight[ref] = (trial, digest, latency_ms)
         self.running[trial.number] = trial
         return 0
