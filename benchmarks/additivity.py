@@ -23,22 +23,16 @@ import torch  # noqa: E402
 
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.blocks import decompose  # noqa: E402
-from latency_tables.measure import quick_settings, time_module  # noqa: E402
+from latency_tables.measure import quick_settings, time_block, time_network  # noqa: E402
 from latency_tables.predict import default_settings, weights_mb  # noqa: E402
 from latency_tables.targets import current_device_string, get_target  # noqa: E402
-from search_spaces import DEFAULT_SPACE, build_model, sample_archs  # noqa: E402
+from search_spaces import DEFAULT_SPACE, sample_archs  # noqa: E402
 
 FLUSH_MB = (16, 64, 256, 1024)
 
 
-def _network_ms(spec, settings, device) -> float:
-    torch.manual_seed(0)
-    example = torch.randn(settings.batch, 3, settings.resolution, settings.resolution)
-    return time_module(build_model(spec), example, settings, device).median_ms
-
-
 def _blocks_ms(blocks, settings, device) -> float:
-    return sum(time_module(b.build(), b.example_input(settings.batch), settings, device).median_ms for b in blocks)
+    return sum(time_block(b, settings, device).median_ms for b in blocks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i, spec in enumerate(specs):
         blocks = decompose(spec, settings.resolution)
-        network = _network_ms(spec, settings, device)
+        network = time_network(spec, settings, device).median_ms
         alone = _blocks_ms(blocks, settings, device)
         rows.append(dict(digest=spec.digest(), network_ms=round(network, 4), blocks_alone_ms=round(alone, 4),
                          ratio=round(network / alone, 4),
@@ -73,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":  # GPUs flush their L2 in do_bench already
         blocks = decompose(specs[0], settings.resolution)
         quick = quick_settings(settings, min(settings.max_repeats, 10))
-        sweep = {"network_ms": round(_network_ms(specs[0], settings, device), 4)}
+        sweep = {"network_ms": round(time_network(specs[0], settings, device).median_ms, 4)}
         for flush_mb in FLUSH_MB:
             total = _blocks_ms(blocks, dataclasses.replace(quick, flush_cache_mb=flush_mb), device)
             sweep[f"blocks_alone_ms_flush_{flush_mb}mb"] = round(total, 4)

@@ -25,10 +25,10 @@ import torch  # noqa: E402
 
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.blocks import decompose  # noqa: E402
-from latency_tables.measure import quick_settings, time_module  # noqa: E402
+from latency_tables.measure import quick_settings, time_network  # noqa: E402
 from latency_tables.predict import LatencyTable, open_table, weights_mb  # noqa: E402
 from latency_tables.targets import current_device_string, software_versions  # noqa: E402
-from search_spaces import DEFAULT_SPACE, build_model, sample_archs  # noqa: E402
+from search_spaces import DEFAULT_SPACE, sample_archs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     passes: list[list[float]] = [[], []]
     for number, measured in enumerate(passes):
         for i, spec in enumerate(specs):
-            torch.manual_seed(0)
-            example = torch.randn(table.settings.batch, 3, resolution, resolution)
-            measured.append(time_module(build_model(spec), example, table.settings, device).median_ms)
+            measured.append(time_network(spec, table.settings, device).median_ms)
             print(f"pass {number + 1} [{i + 1:>3}/{len(specs)}] measured {measured[-1]:9.3f} ms", flush=True)
     rows = []
     for spec, first, second in zip(specs, *passes):

@@ -16,7 +16,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["MeasureSettings", "Timing", "quick_settings", "time_callable", "time_module", "DTYPES"]
+from latency_tables.blocks import Block
+from search_spaces import ArchSpec, build_model
+
+__all__ = ["MeasureSettings", "Timing", "quick_settings", "time_block", "time_callable", "time_module", "time_network",
+           "DTYPES"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -113,3 +117,16 @@ def time_module(module: nn.Module, example: torch.Tensor, settings: MeasureSetti
     before_each = _cache_flusher(example, settings.flush_cache_mb) if device.type == "cpu" else None
     with torch.inference_mode():
         return time_callable(lambda: module(example), settings, device, before_each)
+
+
+def time_block(block: Block, settings: MeasureSettings, device: torch.device) -> Timing:
+    """Time `block` alone, as a table entry is measured: weights from seed 0, a random input of its shape."""
+    torch.manual_seed(0)
+    return time_module(block.build(), block.example_input(settings.batch), settings, device)
+
+
+def time_network(spec: ArchSpec, settings: MeasureSettings, device: torch.device) -> Timing:
+    """Time `spec` end to end on a seeded random ``[batch, 3, resolution, resolution]`` input."""
+    torch.manual_seed(0)
+    example = torch.randn(settings.batch, 3, settings.resolution, settings.resolution)
+    return time_module(build_model(spec), example, settings, device)

@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from latency_tables.blocks import Block, block_params, decompose
 from latency_tables.estimate import DTYPE_BYTES, EstimationError, Roofline, block_cost, calibrate, default_roofline
-from latency_tables.measure import DTYPES, MeasureSettings, Timing, time_module
+from latency_tables.measure import DTYPES, MeasureSettings, Timing, time_block, time_network
 from latency_tables.storage import EntryKey, LatencyDB, Measurement, default_db_path
 from latency_tables.targets import TARGETS, Target, current_device_string, get_target, software_versions
-from search_spaces import ArchSpec, build_model
+from search_spaces import ArchSpec
 
 __all__ = ["AdditivityCorrection", "BlockLatency", "StageLatency", "Prediction", "LatencyTable", "predict",
            "open_table", "weights_mb"]
@@ -169,10 +169,7 @@ class LatencyTable:
         """Time `spec` end to end on this machine with the table's settings (`TargetUnavailableError` if this
         machine is not the target)."""
         current_device_string(self.target)
-        device = torch.device("cuda" if self.target.kind == "gpu" else "cpu")
-        torch.manual_seed(0)
-        example = torch.randn(self.settings.batch, 3, self.settings.resolution, self.settings.resolution)
-        return time_module(build_model(spec), example, self.settings, device)
+        return time_network(spec, self.settings, torch.device("cuda" if self.target.kind == "gpu" else "cpu"))
 
     # ------------------------------------------------------------------------------------------------ entries
     def entries(self) -> dict[tuple[str, tuple[int, int, int]], Measurement]:
@@ -212,8 +209,7 @@ class LatencyTable:
         device = torch.device("cuda" if self.target.kind == "gpu" else "cpu")
         todo = self.missing(blocks)
         for block in tqdm(todo, desc=f"measuring {self.target.name} blocks", unit="block", disable=not progress):
-            torch.manual_seed(0)
-            timing = time_module(block.build(), block.example_input(self.settings.batch), self.settings, device)
+            timing = time_block(block, self.settings, device)
             measurement = Measurement(median_ms=timing.median_ms, p20_ms=timing.p20_ms, p80_ms=timing.p80_ms,
                                       repeats=timing.repeats,
                                       threads=self.settings.threads if device.type == "cpu" else 0,

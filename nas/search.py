@@ -205,9 +205,8 @@ class _Driver:
         # Optuna pruning needs intermediate values (short_train) and one objective (Optuna cannot prune several)
         self.pruning = (config.pruner != "none" and config.proxy == "short_train" and config.objective == "best")
         self.board = ray.remote(num_cpus=0)(ReportBoard).remote() if self.pruning else None
-        if self.board is not None:  # started before any evaluation holds the CPUs its worker would start on
+        if self.board is not None:  # wait for the actor once here, not inside the first `serve_reports`
             ray.get(self.board.take.remote())
-        self.running: dict[int, optuna.Trial] = {}  # trial number -> trial, of in-flight evaluations
         self.proxy_resolution = proxy_resolution
         self.in_flight: dict[object, tuple[optuna.Trial, str, float]] = {}  # ref -> (trial, digest, latency_ms)
         self.waiting: dict[str, list[tuple[optuna.Trial, float]]] = {}  # digest -> duplicates of an in-flight one
@@ -218,7 +217,7 @@ class _Driver:
         for row in rows:
             if row.spec is None or row.duplicate_of is not None:
                 continue
-            if row.state == "COMPLETE" or row.user_attrs.get("pruned_at_step") is not None:
+            if row.state == "COMPLETE" or row.stopped_by_pruner:
                 self.done[row.spec.digest()] = (row.number, _outcome_from_attrs(row))
             elif row.state == "FAIL" and row.user_attrs.get("fail_kind") == "evaluation":
                 self.done[row.spec.digest()] = (row.number, Outcome(ok=False, error=row.reason))
@@ -273,13 +272,13 @@ class _Driver:
                               seed=self.config.seed, train_steps=self.config.train_steps)
         ref = self.remote.remote(request, self.data_ref, self.board, trial.number)
         self.in_flight[ref] = (trial, digest, latency_ms)
-        self.running[trial.number] = trial
         return 0
 
     def serve_reports(self) -> None:
         """Answer the workers' intermediate values: report each to its trial and send the pruner's verdict."""
+        running = {trial.number: trial for trial, _, _ in self.in_flight.values()}
         for key, step, value in self.ray.get(self.board.take.remote()):
-            trial = self.running.get(key)
+            trial = running.get(key)
             prune = False
             if trial is not None:
                 trial.report(value, step)
@@ -292,7 +291,6 @@ class _Driver:
         settled = 0
         for ref in ready:
             trial, digest, latency_ms = self.in_flight.pop(ref)
-            self.running.pop(trial.number, None)
             fail_kind = "evaluation"
             try:
                 outcome = self.ray.get(ref)
@@ -390,8 +388,8 @@ def summarise(study: optuna.Study, config: SearchConfig, status: str, seconds: f
               "complete": sum(r.state == "COMPLETE" for r in rows),
               "feasible": sum(r.feasible and r.duplicate_of is None for r in rows),
               "duplicates": sum(r.duplicate_of is not None for r in rows),
-              "over_budget": sum(r.state == "PRUNED" and "pruned_at_step" not in r.user_attrs for r in rows),
-              "pruned": sum(r.state == "PRUNED" and "pruned_at_step" in r.user_attrs for r in rows),
+              "over_budget": sum(r.state == "PRUNED" and not r.stopped_by_pruner for r in rows),
+              "pruned": sum(r.stopped_by_pruner for r in rows),
               "failed": sum(r.state == "FAIL" and r.user_attrs.get("fail_kind") != "interrupted" for r in rows),
               "interrupted": sum(r.user_attrs.get("fail_kind") == "interrupted" for r in rows)}
     sources = {r.latency_source.split(";")[0].split(" (")[0] for r in rows if r.latency_source}

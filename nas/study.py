@@ -192,6 +192,11 @@ class TrialRecord:
     user_attrs: dict
     sampler_params: dict  # the Optuna parameters `sample_arch` read (``params`` is the parameter count)
 
+    @property
+    def stopped_by_pruner(self) -> bool:
+        """PRUNED because the pruner stopped its training (the other PRUNED trials were over the budget)."""
+        return self.state == "PRUNED" and "pruned_at_step" in self.user_attrs
+
 
 def _record(trial: FrozenTrial, budget_ms: float) -> TrialRecord:
     attrs = trial.user_attrs
