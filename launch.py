@@ -94,6 +94,9 @@ def cmd_measure(args: argparse.Namespace) -> None:
         current_device_string(table.target)  # refuse before any work on a machine without the target's device
     except TargetUnavailableError as error:
         raise UsageError(str(error)) from None
+    if args.check:
+        _check_drift(table, args.check)
+        return
     resolution = table.settings.resolution
     if args.archs is None:
         blocks = space_blocks(DEFAULT_SPACE, resolution)
@@ -116,6 +119,18 @@ def cmd_measure(args: argparse.Namespace) -> None:
         print(f"additivity correction from {fit.networks} networks measured end to end: network = "
               f"sum(blocks) x ({fit.scale:.3f} + {fit.per_weight_mb:.4f} x weights MB) (median |error| "
               f"{fit.median_abs_err_before:.1%} -> {fit.median_abs_err_after:.1%})")
+
+
+def _check_drift(table, sample: int) -> None:
+    from latency_tables.estimate import EstimationError
+    try:
+        drift = table.drift(sample)
+    except EstimationError as error:
+        raise UsageError(str(error)) from None
+    verdict = ("within 5%: the table fits this machine now" if abs(drift.ratio - 1) <= 0.05 else
+               "the table is stale for this machine now: measure a new one (another --latency-db) to predict it")
+    print(f"{drift.blocks} stored entries of the {table.target.name} table timed again: now {drift.ratio:.3f}x their "
+          f"stored times (p20 {drift.p20:.3f}x, p80 {drift.p80:.3f}x); {verdict}")
 
 
 def cmd_costs(args: argparse.Namespace) -> None:
@@ -306,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "10, and more until 0.3 s were timed); fewer is quicker and noisier")
     measure.add_argument("--networks", type=int, default=40, help="networks (sampled with seed + 1000) to measure "
                          "end to end to fit the table's additivity correction; 0 skips it")
+    measure.add_argument("--check", type=_positive_int, nargs="?", const=24, metavar="BLOCKS",
+                         help="measure nothing: time this many stored entries again (default 24) and say how far "
+                         "this machine now runs from the table")
     measure.set_defaults(run=cmd_measure)
     costs = commands.add_parser("costs", help="count FLOPs, bytes and ops of every block of the space once, for "
                                 "the roofline estimates of blocks no table has measured")

@@ -20,7 +20,7 @@ from latency_tables.blocks import Block
 from search_spaces import ArchSpec, build_model
 
 __all__ = ["MeasureSettings", "Timing", "quick_settings", "time_block", "time_callable", "time_module", "time_network",
-           "DTYPES"]
+           "time_networks", "combine_passes", "DTYPES"]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -39,6 +39,7 @@ class MeasureSettings:
     threads: int = 2
     flush_cache_mb: int = 16  # CPU: written before every repeat so weights come from memory as in a full
     # network (2x this machine's 2x4 MiB L2); the input is then read once, as if a neighbour had just written it
+    passes: int = 1  # timings of each entry, spread over a chunk of entries; the entry is their median
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -48,7 +49,7 @@ class MeasureSettings:
 def quick_settings(settings: MeasureSettings, repeats: int) -> MeasureSettings:
     """`settings` timed with exactly `repeats` repeats (at most 3 warm-up calls): quicker, noisier tables."""
     return dataclasses.replace(settings, warmup=min(repeats, 3), min_repeats=repeats, max_repeats=repeats,
-                               min_time_s=0.0)
+                               min_time_s=0.0, passes=1)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,12 @@ class Timing:
     p20_ms: float
     p80_ms: float
     repeats: int
+
+
+def combine_passes(timings: list[Timing]) -> Timing:
+    """One timing of several passes over the same thing: the median of each statistic, the repeats summed."""
+    return Timing(statistics.median(t.median_ms for t in timings), statistics.median(t.p20_ms for t in timings),
+                  statistics.median(t.p80_ms for t in timings), sum(t.repeats for t in timings))
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -130,3 +137,23 @@ def time_network(spec: ArchSpec, settings: MeasureSettings, device: torch.device
     torch.manual_seed(0)
     example = torch.randn(settings.batch, 3, settings.resolution, settings.resolution)
     return time_module(build_model(spec), example, settings, device)
+
+
+def time_networks(specs: list[ArchSpec], settings: MeasureSettings, device: torch.device, passes: int,
+                  progress: Callable[[int, int, float], object] | None = None) -> list[float]:
+    """Median ms of every spec end to end: the median over `passes` passes over the whole list.
+
+    One `time_network` call times a network within a few hundred ms; a shared CPU changes speed over seconds
+    (benchmarks/timing_noise.py), so one call sees the machine in one state. Passes spread each network's
+    timings over the whole run, and their median drops the passes spent in a rarer state.
+    ``progress(pass_index, spec_index, median_ms)`` is called after every timing.
+    """
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    per_pass: list[list[float]] = [[] for _ in specs]
+    for pass_index in range(passes):
+        for i, spec in enumerate(specs):
+            per_pass[i].append(time_network(spec, settings, device).median_ms)
+            if progress is not None:
+                progress(pass_index, i, per_pass[i][-1])
+    return [statistics.median(times) for times in per_pass]

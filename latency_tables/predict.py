@@ -21,16 +21,20 @@ from tqdm import tqdm
 
 from latency_tables.blocks import Block, block_params, decompose
 from latency_tables.estimate import DTYPE_BYTES, EstimationError, Roofline, block_cost, calibrate, default_roofline
-from latency_tables.measure import DTYPES, MeasureSettings, Timing, time_block, time_network
+from latency_tables.measure import (DTYPES, MeasureSettings, Timing, combine_passes, time_block, time_network,
+                                   time_networks)
 from latency_tables.storage import EntryKey, LatencyDB, Measurement, default_db_path
 from latency_tables.targets import TARGETS, Target, current_device_string, get_target, software_versions
 from search_spaces import ArchSpec
 
-__all__ = ["AdditivityCorrection", "BlockLatency", "StageLatency", "Prediction", "LatencyTable", "predict",
-           "open_table", "weights_mb"]
+__all__ = ["AdditivityCorrection", "BlockLatency", "Drift", "StageLatency", "Prediction", "LatencyTable", "predict",
+           "open_table", "weights_mb", "NETWORK_PASSES"]
 
 _log = logging.getLogger(__name__)
 CALIBRATION_SAMPLE = 150  # measured entries used to calibrate the estimator (block costs are traced, ~0.1 s each)
+NETWORK_PASSES = 3  # passes over the networks an additivity correction is fitted on (`time_networks`)
+CPU_ENTRY_PASSES = 3  # timings per cpu entry (`MeasureSettings.passes`); GPU timings (do_bench) are steady
+MEASURE_CHUNK = 48  # blocks timed pass after pass together: the passes of an entry lie ~10 s apart on a CPU
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,16 @@ class AdditivityCorrection:
             return None
 
 
+@dataclass(frozen=True)
+class Drift:
+    """A sample of a table's entries timed again now: per block now / stored, its median and 20th/80th
+    percentiles. ``ratio`` > 1: this machine runs slower now than when the table was measured."""
+    blocks: int
+    ratio: float
+    p20: float
+    p80: float
+
+
 def weights_mb(blocks: list[Block], dtype: str) -> float:
     """Parameter footprint of a network's blocks in MB (2**20 bytes) of `dtype`."""
     return sum(block_params(b) for b in blocks) * DTYPE_BYTES[dtype] / 2**20
@@ -149,15 +163,20 @@ class LatencyTable:
             self._correction = None if stored is None else AdditivityCorrection.from_record(json.loads(stored)["fit"])
         return self._correction
 
-    def fit_correction(self, specs: list[ArchSpec], progress: bool = True) -> AdditivityCorrection:
-        """Measure `specs` end to end on this machine (their missing blocks first), fit and store the correction."""
+    def fit_correction(self, specs: list[ArchSpec], progress: bool = True,
+                       passes: int = NETWORK_PASSES) -> AdditivityCorrection:
+        """Measure `specs` end to end on this machine in `passes` passes (their missing blocks first), fit and
+        store the correction."""
         self.measure_missing([b for spec in specs for b in decompose(spec, self.settings.resolution)], progress)
+        current_device_string(self.target)
+        with tqdm(total=len(specs) * passes, desc=f"measuring {self.target.name} networks", unit="net",
+                  disable=not progress) as bar:
+            measured = time_networks(specs, self.settings, self._device, passes, lambda *_: bar.update())
         entries, samples = self.entries(), []
-        for spec in tqdm(specs, desc=f"measuring {self.target.name} networks", unit="net", disable=not progress):
+        for spec, network_ms in zip(specs, measured):
             blocks = decompose(spec, self.settings.resolution)
-            measured = self.measure_network(spec).median_ms
             samples.append((sum(entries[(b.key, b.in_shape)].median_ms for b in blocks),
-                            weights_mb(blocks, self.settings.dtype), measured))
+                            weights_mb(blocks, self.settings.dtype), network_ms))
         fit = AdditivityCorrection.fit(samples)
         record = {"fit": dataclasses.asdict(fit), "networks": [s.digest() for s in specs], "samples": samples,
                   "device": current_device_string(self.target)}
@@ -169,7 +188,24 @@ class LatencyTable:
         """Time `spec` end to end on this machine with the table's settings (`TargetUnavailableError` if this
         machine is not the target)."""
         current_device_string(self.target)
-        return time_network(spec, self.settings, torch.device("cuda" if self.target.kind == "gpu" else "cpu"))
+        return time_network(spec, self.settings, self._device)
+
+    @property
+    def _device(self) -> torch.device:
+        return torch.device("cuda" if self.target.kind == "gpu" else "cpu")
+
+    def drift(self, sample: int = 24, seed: int = 0) -> Drift:
+        """Time `sample` random entries again on this machine and compare with their stored times: a table
+        measured when the machine ran at another speed (a shared VM, another clock) predicts that far off."""
+        current_device_string(self.target)
+        items = sorted(self.entries().items())
+        if not items:
+            raise EstimationError(f"the {self.target.name} table has no entries to check")
+        random.Random(seed).shuffle(items)
+        ratios = sorted(time_block(_block_from_key(key, shape), self.settings, self._device).median_ms / m.median_ms
+                        for (key, shape), m in items[:sample])
+        p20, median, p80 = np.quantile(ratios, [0.2, 0.5, 0.8])
+        return Drift(len(ratios), float(median), float(p20), float(p80))
 
     # ------------------------------------------------------------------------------------------------ entries
     def entries(self) -> dict[tuple[str, tuple[int, int, int]], Measurement]:
@@ -202,23 +238,35 @@ class LatencyTable:
         return out
 
     def measure_missing(self, blocks: list[Block], progress: bool = True) -> int:
-        """Measure on this machine every block of `blocks` without an entry; each is committed as it finishes,
-        so an interrupted run keeps what it measured. Returns the number measured."""
+        """Measure on this machine every block of `blocks` without an entry; returns the number measured.
+
+        With ``settings.passes`` > 1 the blocks are timed chunk by chunk, each chunk `passes` times over, and an
+        entry is the median of its passes (a shared CPU changes speed over seconds: benchmarks/timing_noise.py).
+        Each entry is committed after its last pass, so an interrupted run keeps what it finished."""
         device_string = current_device_string(self.target)  # raises if this machine is not the target
         self.db.claim_device(self.target.name, device_string)
-        device = torch.device("cuda" if self.target.kind == "gpu" else "cpu")
-        todo = self.missing(blocks)
-        for block in tqdm(todo, desc=f"measuring {self.target.name} blocks", unit="block", disable=not progress):
-            timing = time_block(block, self.settings, device)
-            measurement = Measurement(median_ms=timing.median_ms, p20_ms=timing.p20_ms, p80_ms=timing.p80_ms,
-                                      repeats=timing.repeats,
-                                      threads=self.settings.threads if device.type == "cpu" else 0,
-                                      settings=self.settings.to_dict())
-            self.db.put(self._entry_key(block, device_string), measurement)
-            self.entries()[(block.key, block.in_shape)] = measurement
+        todo, passes = self.missing(blocks), self.settings.passes
+        with tqdm(total=len(todo) * passes, desc=f"measuring {self.target.name} blocks", unit="timing",
+                  disable=not progress) as bar:
+            for start in range(0, len(todo), MEASURE_CHUNK):
+                chunk = todo[start:start + MEASURE_CHUNK]
+                timings: list[list[Timing]] = [[] for _ in chunk]
+                for pass_index in range(passes):
+                    for block, block_timings in zip(chunk, timings):
+                        block_timings.append(time_block(block, self.settings, self._device))
+                        bar.update()
+                        if pass_index == passes - 1:
+                            self._store(block, combine_passes(block_timings), device_string)
         if todo:
             self._roofline = None  # recalibrate with the new entries
         return len(todo)
+
+    def _store(self, block: Block, timing: Timing, device_string: str) -> None:
+        measurement = Measurement(median_ms=timing.median_ms, p20_ms=timing.p20_ms, p80_ms=timing.p80_ms,
+                                  repeats=timing.repeats, threads=self.settings.threads if self._device.type == "cpu"
+                                  else 0, settings=self.settings.to_dict())
+        self.db.put(self._entry_key(block, device_string), measurement)
+        self.entries()[(block.key, block.in_shape)] = measurement
 
     # ------------------------------------------------------------------------------------------- estimation
     def roofline(self) -> Roofline:
@@ -283,7 +331,7 @@ def default_settings(target: Target, batch: int | None = None, resolution: int |
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     return MeasureSettings(batch=batch or target.default_batch, resolution=resolution or target.default_resolution,
                            dtype=dtype, implementation="triton" if target.kind == "gpu" else "torch",
-                           threads=os.cpu_count() or 1)
+                           threads=os.cpu_count() or 1, passes=1 if target.kind == "gpu" else CPU_ENTRY_PASSES)
 
 
 _tables: dict[tuple, LatencyTable] = {}

@@ -65,6 +65,16 @@ def test_measure_then_latency_on_cpu(tmp_path, capsys) -> None:
     assert "measured" in out and "additivity correction from 3 networks" in out
     assert launch.main(["latency", str(path), "--target", "cpu", "--latency-db", db, "--resolution", "32"]) == 0
     assert "— measured (cpu table); additivity-corrected on 3 networks" in capsys.readouterr().out
+    assert launch.main(["measure", "--target", "cpu", "--latency-db", db, "--resolution", "32", "--check", "4",
+                        "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("4 stored entries of the cpu table timed again: now ") and "measuring" not in out
+
+
+def test_measure_check_of_an_empty_table_is_one_line(tmp_path, capsys) -> None:
+    assert launch.main(["measure", "--target", "cpu", "--latency-db", str(tmp_path / "t.sqlite"), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no entries to check" in err
 
 
 @pytest.mark.parametrize("argv, message", [

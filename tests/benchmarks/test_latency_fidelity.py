@@ -15,8 +15,27 @@ def test_fidelity_on_a_fresh_32px_table(tmp_path):
     assert result["archs"] == 3 and result["entries_measured_for_this_run"] > 10
     assert 0.0 <= result["within_5pct"] <= result["within_10pct"] <= 1.0
     assert result["correction"] is None  # nothing fitted on a new table: the plain sum
+    assert result["passes"] == 4 and result["table_drift"]["blocks"] == 24
+    corrected = result["drift_corrected"]  # the measured times divided by the drift ratio
+    ratio = result["table_drift"]["ratio"]
+    assert 0.0 <= corrected["within_5pct"] <= corrected["within_10pct"] <= 1.0
+    errors = sorted(abs(r["predicted_ms"] * ratio / r["measured_ms"] - 1) for r in result["rows"])
+    assert corrected["median_abs_rel_err"] == pytest.approx(errors[1], abs=2e-3)
     for row in result["rows"]:
         assert row["rel_err"] == pytest.approx((row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"],
                                                abs=1e-3)
         assert row["measured_ms"] > 0 and row["weights_mb"] > 0 and 0 <= row["retest_rel_diff"] < 2
         assert row["source"] == "measured (cpu table)"
+
+
+def test_error_summary_counts_and_ranks() -> None:
+    summary = latency_fidelity.error_summary([1.0, 2.15, 2.9, 5.0], [1.0, 2.0, 3.0, 4.0])
+    assert summary["within_5pct"] == 0.5 and summary["within_10pct"] == 0.75
+    assert summary["median_abs_rel_err"] == pytest.approx((0.075 + 1 / 30) / 2)
+    assert summary["spearman"] == pytest.approx(1.0)
+
+
+def test_odd_passes_are_refused(capsys) -> None:
+    with pytest.raises(SystemExit):
+        latency_fidelity.main(["--passes", "3"])
+    assert "--passes must be even" in capsys.readouterr().err

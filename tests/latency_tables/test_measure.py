@@ -1,11 +1,14 @@
-"""Timing helpers: quantiles, repeat bounds, thread count restored, cache flush between repeats."""
+"""Timing helpers: quantiles, repeat bounds, thread count restored, cache flush between repeats, passes."""
 from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
-from latency_tables.measure import MeasureSettings, time_callable, time_module
+import latency_tables.measure as measure
+from latency_tables.measure import MeasureSettings, time_callable, time_module, time_networks
+from search_spaces import TINY_ARCHS
 
 
 def test_time_callable_orders_quantiles_and_respects_bounds() -> None:
@@ -38,3 +41,22 @@ def test_time_module_flushes_before_every_repeat(monkeypatch) -> None:
     settings = MeasureSettings(warmup=0, min_repeats=4, max_repeats=4, flush_cache_mb=1, threads=1)
     timing = time_module(module, torch.randn(5, 7), settings)
     assert timing.repeats == 4 and calls.count(2**20 // 4) == 4
+
+
+def test_time_networks_takes_the_median_pass_in_round_robin_order(monkeypatch) -> None:
+    specs = [TINY_ARCHS["tiny_conv"], TINY_ARCHS["tiny_window"], TINY_ARCHS["tiny_qna"]]
+    times = iter([1.0, 10.0, 100.0, 3.0, 20.0, 300.0, 9.0, 30.0, 200.0])  # pass by pass
+    order = []
+    monkeypatch.setattr(measure, "time_network", lambda spec, settings, device: (
+        order.append(spec.name), measure.Timing(next(times), 0.0, 0.0, 1))[1])
+    seen = []
+    means = measure.time_networks(specs, MeasureSettings(), torch.device("cpu"), passes=3,
+                                  progress=lambda p, i, ms: seen.append((p, i, ms)))
+    assert means == [3.0, 20.0, 200.0]
+    assert order == [s.name for s in specs] * 3
+    assert seen[:4] == [(0, 0, 1.0), (0, 1, 10.0), (0, 2, 100.0), (1, 0, 3.0)]
+
+
+def test_time_networks_rejects_zero_passes() -> None:
+    with pytest.raises(ValueError, match="passes must be >= 1"):
+        time_networks([], MeasureSettings(), torch.device("cpu"), passes=0)

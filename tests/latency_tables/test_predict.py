@@ -1,6 +1,7 @@
 """Lookup of architectures in a table, measurement of missing entries, and estimation with its label."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 
@@ -8,6 +9,7 @@ import pytest
 
 from latency_tables.blocks import decompose
 from latency_tables.estimate import BlockCost, EstimationError, Roofline, calibrate
+from latency_tables.measure import Timing
 from latency_tables.predict import LatencyTable, default_settings, weights_mb
 from latency_tables.storage import LatencyDB, Measurement
 from latency_tables.targets import TargetUnavailableError, get_target
@@ -160,3 +162,41 @@ def test_fitted_correction_is_stored_and_applied(tmp_path) -> None:
     prediction = reopened.predict(specs[0])
     assert prediction.latency_ms == pytest.approx(raw * fit.factor(weights_mb(decompose(specs[0], 32), "fp32")))
     assert prediction.source == "measured (cpu table); additivity-corrected on 3 networks"
+
+
+def test_drift_of_a_fresh_table_is_near_one_and_of_a_doctored_one_is_not(tmp_path) -> None:
+    table = _table(tmp_path)
+    table.measure_missing(decompose(TINY_ARCHS["tiny_conv"], 32), progress=False)
+    fresh = table.drift(sample=5)
+    assert fresh.blocks == 5 and fresh.p20 <= fresh.ratio <= fresh.p80
+    assert 0.4 < fresh.ratio < 2.5  # same machine, minutes apart: noisy but near 1
+    for key, measurement in table.entries().items():  # as if measured on a machine 10x faster
+        table.entries()[key] = dataclasses.replace(measurement, median_ms=measurement.median_ms / 10,
+                                                   p20_ms=measurement.p20_ms / 10, p80_ms=measurement.p80_ms / 10)
+    assert table.drift(sample=5).ratio > 4
+
+
+def test_drift_of_an_empty_table_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(EstimationError, match="no entries to check"):
+        _table(tmp_path).drift()
+
+
+def test_entries_are_the_median_of_passes_over_a_chunk(tmp_path, monkeypatch) -> None:
+    settings = dataclasses.replace(default_settings(get_target("cpu"), resolution=32), passes=3)
+    table = LatencyTable(get_target("cpu"), LatencyDB(tmp_path / "cpu.sqlite"), settings)
+    blocks = table.missing(decompose(TINY_ARCHS["tiny_window"], 32))
+    calls: list[str] = []
+    index = {b.key: i for i, b in enumerate(blocks)}
+
+    def fake_time_block(block, settings, device):  # block i's passes take (i + 1) x 1, 10, 3 ms
+        calls.append(block.key)
+        return Timing((index[block.key] + 1) * [1.0, 10.0, 3.0][calls.count(block.key) - 1], 0.5, 99.0, 10)
+    monkeypatch.setattr(predict_module, "MEASURE_CHUNK", 2)
+    monkeypatch.setattr(predict_module, "time_block", fake_time_block)
+    assert table.measure_missing(blocks, progress=False) == len(blocks)
+    first_chunk = [b.key for b in blocks[:2]]
+    assert calls[:6] == first_chunk * 3  # a chunk's blocks, pass after pass
+    stored = [_table(tmp_path).entries()[(b.key, b.in_shape)] for b in blocks]
+    assert all(m.repeats == 30 and m.p20_ms == 0.5 and m.p80_ms == 99.0 for m in stored)
+    assert [m.median_ms for m in stored] == [3.0 * (i + 1) for i in range(len(blocks))]  # median of its passes
+    assert stored[0].settings["passes"] == 3
