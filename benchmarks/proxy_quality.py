@@ -6,6 +6,10 @@ cosine, label smoothing 0.1, crop + flip; top-1 on the 1,000 test images), score
 reports Spearman and Kendall of every proxy against the trained accuracy with the proxies' run times. Results per
 architecture are cached (one JSON line each) so a stopped run resumes.
 
+AZ-NAS (Lee & Ham, 2024; `nas.proxies.az_nas_components`) is reported apart: it ranks expressivity,
+progressivity, trainability and FLOPs over the population and sums the log relative ranks, so it scores these
+networks only together.
+
 `--retest N` trains the first N architectures a second time with another seed (initialisation, batch order,
 augmentation): the Spearman between the two trainings is the noise ceiling of the trained accuracy itself, which
 no proxy can be expected to beat on this data.
@@ -29,7 +33,7 @@ import torch  # noqa: E402
 
 from benchmarks._io import kendall, spearman, write_json_atomic  # noqa: E402
 from nas.data import batches, load_data  # noqa: E402
-from nas.proxies import PROXIES, TrainRecipe, score, short_train  # noqa: E402
+from nas.proxies import PROXIES, TrainRecipe, az_nas_components, score, short_train  # noqa: E402
 from search_spaces import CIFAR_SPACE, ArchSpec, build_model, sample_archs  # noqa: E402
 
 DATA = ROOT.parent / "shared/data/cifar10_subset.npz"
@@ -58,6 +62,36 @@ def _evaluate(spec: ArchSpec, data, seed: int) -> dict:
     return row
 
 
+def _az_nas(spec: ArchSpec, data, seed: int) -> dict:
+    """AZ-NAS's components of `spec` on the zero-cost proxies' minibatch, with their run time."""
+    images, _ = next(batches(data.x_train, data.y_train, PROXY_BATCH, 32, shuffle=True, seed=seed))
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    values = az_nas_components(build_model(spec, num_classes=data.num_classes), images)
+    return {**values, "seconds": time.perf_counter() - started}
+
+
+def _log_rank_sum(columns: list[list[float]]) -> list[float]:
+    """AZ-NAS's aggregation: per network, the sum over columns of log(rank / N), ranks 1..N ascending."""
+    n = len(columns[0])
+    ranks = [np.argsort(np.argsort(column)) + 1 for column in columns]
+    return [float(sum(np.log(r[i] / n) for r in ranks)) for i in range(n)]
+
+
+def az_nas_summary(rows: list[dict], components: list[dict]) -> dict:
+    """Spearman/Kendall of AZ-NAS (expressivity, progressivity, trainability and FLOPs, rank-aggregated over
+    these networks, as the paper) and of each component, against the trained accuracy."""
+    accuracy = [r["trained_accuracy"] for r in rows]
+    columns = {name: [c[name] for c in components] for name in ("expressivity", "progressivity", "trainability")}
+    columns["flops"] = [r["proxies"]["flops"]["value"] for r in rows]
+    combined = _log_rank_sum(list(columns.values()))
+    return {"spearman": spearman(combined, accuracy), "kendall": kendall(combined, accuracy),
+            "seconds_per_arch": statistics.mean(c["seconds"] for c in components) +
+            statistics.mean(r["proxies"]["flops"]["seconds"] for r in rows),
+            "of": list(columns), "components": {name: spearman(column, accuracy) for name, column in columns.items()},
+            "note": "ranks over a population of networks: not a per-network proxy the search can use as is"}
+
+
 def noise_ceiling(rows: list[dict], retests: dict[str, float]) -> dict:
     """Agreement of two trainings of the same architectures, and every proxy on that same subset."""
     subset = [r for r in rows if r["digest"] in retests]
@@ -79,8 +113,7 @@ def summarise(rows: list[dict]) -> dict:
                          "seconds_per_arch": statistics.mean(r["proxies"][name]["seconds"] for r in rows)}
     # Rank aggregation of the zero-cost proxies (AZ-NAS-style: sum of log relative ranks), if it ranks better.
     zero_cost = [n for n in proxies if n not in ("params", "flops", "short_train")]
-    ranks = {n: np.argsort(np.argsort([r["proxies"][n]["value"] for r in rows])) + 1 for n in zero_cost}
-    combined = [float(sum(np.log(ranks[n][i] / len(rows)) for n in zero_cost)) for i in range(len(rows))]
+    combined = _log_rank_sum([[r["proxies"][n]["value"] for r in rows] for n in zero_cost])
     proxies["zero_cost_rank_sum"] = {"spearman": spearman(combined, accuracy), "kendall": kendall(combined, accuracy),
                                      "seconds_per_arch": sum(proxies[n]["seconds_per_arch"] for n in zero_cost),
                                      "of": zero_cost}
@@ -122,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i + 1}/{args.archs}] trained accuracy {rows[-1]['trained_accuracy']:.3f} "
               f"({rows[-1]['train_seconds']:.0f} s)", flush=True)
     result = summarise(rows)
+    result["az_nas"] = az_nas_summary(rows, [_az_nas(ArchSpec.from_dict(r["spec"]), data, args.seed) for r in rows])
     retests = {}
     if args.retest_cache.exists():
         retests = {row["digest"]: row["trained_accuracy"]
@@ -144,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         ceiling = result["noise_ceiling"]
         print(f"two trainings of {ceiling['archs']} archs: spearman {ceiling['spearman_between_trainings']:+.3f}, "
               f"median |difference| {ceiling['median_abs_diff']:.3f}")
+    az = result["az_nas"]
+    print(f"{'az_nas (population)':<20} spearman {az['spearman']:+.3f}  kendall {az['kendall']:+.3f}  components "
+          + ", ".join(f"{name} {value:+.3f}" for name, value in az["components"].items()))
     print(f"default proxy: {result['default_proxy']} -> {args.out}")
     return 0
 

@@ -54,7 +54,7 @@ from search_spaces import ArchSpec, build_model, module_flops
 __all__ = [
     "ProxyError", "ProxyResult", "Proxy", "ProxyJob", "TrainRecipe", "PROXIES", "DATA_FREE", "score",
     "synflow_score", "naswot_score", "grad_norm_score", "snip_score", "zico_score", "short_train",
-    "ZICO_SPLITS", "ReportFn",
+    "ZICO_SPLITS", "ReportFn", "az_nas_components",
 ]
 
 _log = logging.getLogger(__name__)
@@ -226,6 +226,52 @@ def zico_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spl
         if ratio_sum > 0:
             total += math.log(ratio_sum)
     return total
+
+
+def az_nas_components(model: nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """AZ-NAS's per-network scores (Lee & Ham, CVPR 2024) on `images` ``[B, 3, R, R]``, train mode.
+
+    Features are the stem's and every block's outputs, as ``[B*H*W, C]``. ``expressivity``: sum over features of
+    the entropy of the normalised eigenvalues of their channel covariance; ``progressivity``: the smallest
+    increase of that entropy from one feature to the next; ``trainability``: mean over consecutive pairs of
+    ``2 - s - 1/s``, with ``s`` the top singular value of ``E[g_in g_out^T]`` for random +-1 ``g_out``
+    backpropagated from one feature to the previous (pixel-unshuffled where the resolution halves). AZ-NAS ranks
+    these, with FLOPs, over a population and sums the log relative ranks: not a score of one network alone, so
+    it is not in `PROXIES` (benchmarks/proxy_quality.py ranks it over the benchmark's networks).
+    """
+    features: list[torch.Tensor] = []
+    modules = [model.stem] + [block for stage in model.stages for block in stage.blocks]
+    handles = [m.register_forward_hook(lambda module, inputs, output: features.append(output)) for m in modules]
+    try:
+        model.train()
+        _check_finite_output(model(images), "az_nas")
+    finally:
+        for handle in handles:
+            handle.remove()
+    as_nhwc = [features[0].permute(0, 2, 3, 1)] + features[1:]  # the stem is NCHW, blocks NHWC
+    entropies = []
+    for feature in as_nhwc:
+        flat = feature.detach().reshape(-1, feature.shape[-1]).double()
+        flat = flat - flat.mean(dim=0, keepdim=True)
+        eigenvalues = torch.linalg.eigvalsh(flat.T @ flat / flat.shape[0]).clamp_min(0)
+        p = eigenvalues / eigenvalues.sum()
+        entropies.append(float(-(p * torch.log(p + 1e-8)).sum()))
+    trainability = []
+    for i in reversed(range(1, len(features))):
+        g_out = torch.randint(0, 2, features[i].shape, dtype=features[i].dtype) * 2 - 1
+        g_in = torch.autograd.grad(features[i], features[i - 1], g_out, retain_graph=True)[0]
+        g_in = g_in.permute(0, 2, 3, 1) if i == 1 else g_in
+        if g_in.shape[1] != g_out.shape[1]:  # a transition halved the resolution: stack each 2x2 patch
+            stride = g_in.shape[1] // g_out.shape[1]
+            g_in = F.pixel_unshuffle(g_in.permute(0, 3, 1, 2), stride).permute(0, 2, 3, 1)
+        g_in, g_out = g_in.reshape(-1, g_in.shape[-1]).double(), g_out.reshape(-1, g_out.shape[-1]).double()
+        top = torch.linalg.svdvals(g_in.T @ g_out / g_out.shape[0]).max().item()
+        trainability.append(2 - top - 1 / (top + 1e-6))
+    values = {"expressivity": sum(entropies), "progressivity": min(b - a for a, b in zip(entropies, entropies[1:])),
+              "trainability": float(np.mean(trainability))}
+    if not all(math.isfinite(v) for v in values.values()):
+        raise ProxyError(f"az_nas: non-finite components {values}")
+    return values
 
 
 # ------------------------------------------------------------------------------------------------ short training

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from benchmarks.proxy_quality import noise_ceiling
+from benchmarks.proxy_quality import _log_rank_sum, az_nas_summary, noise_ceiling
 
 
 def _row(digest: str, accuracy: float, naswot: float) -> dict:
@@ -17,3 +19,23 @@ def test_noise_ceiling_compares_two_trainings_on_the_retested_subset_only():
     assert ceiling["spearman_between_trainings"] == pytest.approx(0.5)
     assert ceiling["median_abs_diff"] == pytest.approx(0.03)
     assert ceiling["proxies_on_this_subset"]["naswot"] == pytest.approx(1.0)  # ranks a < c < b on the first run
+
+
+def test_log_rank_sum_is_azs_aggregation():
+    combined = _log_rank_sum([[0.1, 0.3, 0.2], [5.0, 4.0, 6.0]])  # ranks 1,3,2 and 2,1,3 of N = 3
+    assert combined == pytest.approx([math.log(1 / 3) + math.log(2 / 3), math.log(1) + math.log(1 / 3),
+                                      math.log(2 / 3) + math.log(1)])
+
+
+def test_az_nas_summary_ranks_the_aggregate_and_each_component():
+    rows = [{"trained_accuracy": a, "proxies": {"flops": {"value": f, "seconds": 0.1}}}
+            for a, f in [(0.5, 1.0), (0.6, 2.0), (0.7, 3.0), (0.8, 4.0)]]
+    components = [{"expressivity": e, "progressivity": -e, "trainability": 0.0 - i, "seconds": 0.2}
+                  for i, e in enumerate([1.0, 2.0, 3.0, 4.0])]
+    summary = az_nas_summary(rows, components)
+    assert summary["components"]["expressivity"] == pytest.approx(1.0)
+    assert summary["components"]["progressivity"] == pytest.approx(-1.0)
+    assert summary["components"]["flops"] == pytest.approx(1.0)
+    assert summary["seconds_per_arch"] == pytest.approx(0.3)
+    assert summary["of"] == ["expressivity", "progressivity", "trainability", "flops"]
+    assert -1.0 <= summary["spearman"] <= 1.0

@@ -230,3 +230,57 @@ def test_malformed_batches_are_value_errors(batch) -> None:
         score("naswot", TINY_ARCHS["tiny_conv"], images, labels, resolution=64)
     with pytest.raises(ValueError, match="labels go up to 10 but the network has 10 classes"):
         score("snip", TINY_ARCHS["tiny_conv"], images, torch.full_like(labels, 10))
+
+
+@pytest.mark.parametrize("arch", ["tiny_window", "tiny_qna", "tiny_conv"])
+def test_az_nas_components_are_bounded_and_deterministic(arch: str, batch) -> None:
+    images = batch[0][:6]
+
+    def components() -> dict:
+        torch.manual_seed(3)
+        return proxies.az_nas_components(build_model(TINY_ARCHS[arch], num_classes=10), images)
+    values = components()
+    assert values == components()
+    widths = [TINY_ARCHS[arch].stem.width] + [s.width for s in TINY_ARCHS[arch].stages for _ in range(s.depth)]
+    # each feature's eigenvalue entropy lies in [0, log C]
+    assert 0 < values["expressivity"] <= sum(math.log(c) for c in widths) + 1e-6
+    assert values["progressivity"] <= values["expressivity"] / len(widths) + math.log(max(widths))
+    assert values["trainability"] <= 0  # 2 - s - 1/s <= 0, 0 only at s = 1
+
+
+def test_az_nas_trainability_is_zero_for_an_isometric_pair() -> None:
+    """Features related by an orthogonal map R: g_in = g_out R, so E[g_in^T g_out] = R^T, top singular value 1."""
+    class Stem(nn.Module):  # identity, through a parameter so that its output is in the autograd graph
+        def __init__(self) -> None:
+            super().__init__()
+            self.one = nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return x * self.one
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0].float()
+
+        def forward(self, x):
+            return x @ self.rotation.T
+
+    class Stage(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.Sequential(Block())
+
+        def forward(self, x):
+            return self.blocks(x.permute(0, 2, 3, 1))
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.stages = Stem(), nn.ModuleList([Stage()])
+
+        def forward(self, x):
+            return self.stages[0](self.stem(x)).mean(dim=(1, 2))
+    torch.manual_seed(0)
+    values = proxies.az_nas_components(Net(), torch.randn(64, 3, 9, 9))
+    assert values["trainability"] == pytest.approx(0.0, abs=0.05)
