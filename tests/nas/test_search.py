@@ -238,8 +238,9 @@ _SLOW_SEARCH = textwrap.dedent("""
 
 
 def test_sigint_then_rerun_loses_no_completed_trial(tmp_path, budget_ms):
+    trials = 30  # at 1 s a trial on 2 workers, ~14 s still to go when the test interrupts after 2 completed
     args = ["--target", TARGET, "--budget", f"{budget_ms * 3:.4f}ms", "--resolution", str(RESOLUTION), "--trials",
-            "8", "--workers", "2", "--proxy", "params", "--sampler", "random", "--out", str(tmp_path), "--quiet"]
+            str(trials), "--workers", "2", "--proxy", "params", "--sampler", "random", "--out", str(tmp_path), "--quiet"]
     slow = tmp_path / "slow_search.py"
     slow.write_text(_SLOW_SEARCH.format(root=str(ROOT), sleep_s=1.0))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
@@ -277,12 +278,12 @@ def test_sigint_then_rerun_loses_no_completed_trial(tmp_path, budget_ms):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name=None, storage=f"sqlite:///{storage}")
-    trials = {t.number: t for t in study.get_trials()}
+    stored = {t.number: t for t in study.get_trials()}
     for number, (values, arch) in completed.items():  # every trial completed before the interrupt is intact
-        assert trials[number].state == TrialState.COMPLETE
-        assert trials[number].values == values and trials[number].user_attrs["arch"] == arch
-    counted = [t for t in trials.values() if t.user_attrs.get("fail_kind") != "interrupted"]
-    assert len(counted) == 8 and not [t for t in trials.values() if t.state == TrialState.RUNNING]
+        assert stored[number].state == TrialState.COMPLETE
+        assert stored[number].values == values and stored[number].user_attrs["arch"] == arch
+    counted = [t for t in stored.values() if t.user_attrs.get("fail_kind") != "interrupted"]
+    assert len(counted) == trials and not [t for t in stored.values() if t.state == TrialState.RUNNING]
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "finished"
 
 
