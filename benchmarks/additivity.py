@@ -19,13 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
+from benchmarks._timing import timing_setup  # noqa: E402
 from latency_tables.blocks import decompose  # noqa: E402
 from latency_tables.measure import quick_settings, time_block, time_network  # noqa: E402
-from latency_tables.predict import default_settings, weights_mb  # noqa: E402
-from latency_tables.targets import current_device_string, get_target  # noqa: E402
+from latency_tables.predict import weights_mb  # noqa: E402
 from search_spaces import DEFAULT_SPACE, sample_archs  # noqa: E402
 
 FLUSH_MB = (16, 64, 256, 1024)
@@ -44,12 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--repeats", type=int, help="exactly this many timed repeats (quick, noisier runs)")
     args = parser.parse_args(argv)
-    target = get_target(args.target)
-    device_string = current_device_string(target)
-    device = torch.device("cuda" if target.kind == "gpu" else "cpu")
-    settings = default_settings(target, resolution=args.resolution)
-    if args.repeats:
-        settings = quick_settings(settings, args.repeats)
+    target, device_string, device, settings = timing_setup(args.target, args.resolution, args.repeats)
     specs = sample_archs(args.archs, args.seed, DEFAULT_SPACE)
     rows = []
     for i, spec in enumerate(specs):

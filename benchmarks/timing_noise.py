@@ -21,12 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from benchmarks._io import write_json_atomic  # noqa: E402
-from latency_tables.measure import quick_settings, time_network  # noqa: E402
-from latency_tables.predict import default_settings  # noqa: E402
-from latency_tables.targets import current_device_string, get_target  # noqa: E402
+from benchmarks._timing import timing_setup  # noqa: E402
+from latency_tables.measure import time_networks  # noqa: E402
 from search_spaces import DEFAULT_SPACE, sample_archs  # noqa: E402
 
 
@@ -60,19 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.passes < 2:
         parser.error("--passes must be at least 2")
-    target = get_target(args.target)
-    device_string = current_device_string(target)
-    device = torch.device("cuda" if target.kind == "gpu" else "cpu")
-    settings = default_settings(target, resolution=args.resolution)
-    if args.repeats:
-        settings = quick_settings(settings, args.repeats)
+    target, device_string, device, settings = timing_setup(args.target, args.resolution, args.repeats)
     specs = sample_archs(args.archs, args.seed, DEFAULT_SPACE)
     pass_ms: list[list[float]] = [[] for _ in specs]
+
+    def record(pass_index: int, i: int, ms: float) -> None:
+        pass_ms[i].append(ms)
+        if i == len(specs) - 1:
+            print(f"pass {pass_index + 1}/{args.passes}: " + " ".join(f"{p[-1]:.1f}" for p in pass_ms), flush=True)
     started = time.perf_counter()
-    for number in range(args.passes):
-        for i, spec in enumerate(specs):
-            pass_ms[i].append(time_network(spec, settings, device).median_ms)
-        print(f"pass {number + 1}/{args.passes}: " + " ".join(f"{p[-1]:.1f}" for p in pass_ms), flush=True)
+    time_networks(specs, settings, device, args.passes, record)
     rows = [dict(digest=spec.digest(), pass_ms=[round(t, 4) for t in times],
                  cv=round(float(np.std(times) / np.mean(times)), 4)) for spec, times in zip(specs, pass_ms)]
     result = {"target": target.name, "device": device_string, "archs": len(rows), "passes": args.passes,
