@@ -9,11 +9,13 @@
     python launch.py check SPEC.json [--resolution 224]                     validate an ArchSpec file, show its cost
     python launch.py archs [--resolution 224] [--names swin_t_like ...]     params / GFLOPs of the reference archs
 
-Errors print one line and exit with status 2; an interrupted search exits with 130 and resumes when rerun.
+Errors print one line and exit with status 2. A search stopped by Ctrl-C (or SIGTERM: `kill <pid>`) stores its
+finished trials, exits with 130 (143) and resumes when rerun.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -413,9 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or `nas.search.SearchStopped` (SIGTERM) with its signal number
         print("interrupted: finished trials are stored; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return 128 + getattr(stop, "signum", signal.SIGINT)
     return 0
 
 

@@ -12,8 +12,9 @@ target's table (`latency_tables`) before anything runs, and then
 
 Sampling runs on an in-memory copy of the study and each finished trial is stored in one transaction
 (`nas.study.StudyMirror`). Interrupted (Ctrl-C), the driver stores its in-flight trials as FAIL ("interrupted")
-and writes the summary; rerunning the same command resumes the study and queues those architectures first. A
-driver killed outright loses only its in-flight evaluations.
+and writes the summary; rerunning the same command resumes the study and queues those architectures first.
+SIGTERM (`kill`, a job scheduler) stops it the same way. A driver killed outright (SIGKILL) loses only its
+in-flight evaluations.
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ import logging
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +48,7 @@ from nas.study import (
 )
 from search_spaces import DEFAULT_SPACE, SearchSpace, sample_arch
 
-__all__ = ["SearchError", "SearchSummary", "run_search", "prepare", "summarise", "ray_session",
+__all__ = ["SearchError", "SearchStopped", "SearchSummary", "run_search", "stop_on_sigterm", "prepare", "summarise", "ray_session",
            "MIN_DATA_PROXY_RESOLUTION"]
 
 _log = logging.getLogger(__name__)
@@ -57,6 +60,44 @@ Evaluator = Callable[[EvalRequest, "ProxyData | None"], Outcome]
 
 class SearchError(RuntimeError):
     """The search cannot start or go on (Ray unreachable, latency table unusable...); one line says why."""
+
+
+class SearchStopped(KeyboardInterrupt):
+    """A signal other than Ctrl-C asked the search to stop (`signum`, e.g. SIGTERM); handled as Ctrl-C is."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@dataclass
+class StopSignal:
+    """The signal `stop_on_sigterm` received, if any (None: none, or Ctrl-C)."""
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[StopSignal]:
+    """Inside, SIGTERM interrupts the main thread as Ctrl-C does, so `kill <pid>` stops a search cleanly (in-flight
+    trials stored as interrupted, summary written); the signal is recorded in the yielded `StopSignal` (Ray's
+    blocking calls turn the handler's exception into a plain KeyboardInterrupt). Replaces Ray's handler, which
+    exits at once; the previous one is restored on leaving. Outside the main thread (no handlers there) it only
+    yields.
+    """
+    received = StopSignal()
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        received.signum = signum
+        raise SearchStopped(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -433,7 +474,8 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
         ConfigError, DataError: bad settings or data (nothing was stored).
         StudyError: the storage cannot be opened, or the study was made with other settings.
         SearchError: Ray cannot be started or reached.
-        KeyboardInterrupt: after failing and requeueing the in-flight trials and writing the summary.
+        KeyboardInterrupt: Ctrl-C (or `SearchStopped`: SIGTERM), after storing the in-flight trials as
+            interrupted and writing the summary.
     """
     started = time.monotonic()
     config, table, data, proxy_resolution = prepare(config)
@@ -452,7 +494,7 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
         announce(f"study {config.study!r} ({state}) in {config.storage}; summary and exports under {config.out}")
     deadline = started + config.timeout_s if config.timeout_s else None
     status = "finished"
-    with ray_session(config.ray_address, config.workers):
+    with ray_session(config.ray_address, config.workers), stop_on_sigterm() as stop:
         import ray
 
         data_ref = ray.put(data) if data is not None else None
@@ -464,6 +506,8 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
             driver.abandon("interrupted: the search was stopped (Ctrl-C); requeued for the next run")
             summary = summarise(study, config, "interrupted", time.monotonic() - started)
             write_json_atomic(config.out / "summary.json", summary.to_dict())
+            if stop.signum is not None:
+                raise SearchStopped(stop.signum) from None
             raise
         timing = {"loop_s": round(time.perf_counter() - loop_started, 4), "lookup_s": round(driver.lookup_s, 4),
                   "trials_run": driver.settled}

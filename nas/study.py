@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError, OperationalError
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
@@ -28,6 +30,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+# Opening a new database creates Optuna's schema; another process (the dashboard, a second search) creating it at
+# the same moment makes one of them fail on a duplicate row or table. The loser retries and finds the schema made.
+_SCHEMA_RACE_RETRIES = 5
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # Study user attributes that must match when a study is resumed.
 STUDY_KEYS = ("target", "budget_ms", "objective", "proxy", "batch", "resolution", "dtype", "proxy_resolution")
@@ -65,16 +70,28 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}  # wait for the dashboard's reads instead of failing
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as error:  # SQLAlchemy raises many kinds for bad URLs and unreachable databases
-        raise StudyError(f"cannot open storage {url}: {str(error).splitlines()[0]}") from None
+    for attempt in range(_SCHEMA_RACE_RETRIES + 1):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            break
+        except (IntegrityError, OperationalError) as error:
+            if attempt == _SCHEMA_RACE_RETRIES or not _schema_race(error):
+                raise StudyError(f"cannot open storage {url}: {str(error).splitlines()[0]}") from None
+            time.sleep(0.05 * (attempt + 1))
+        except Exception as error:  # SQLAlchemy raises many kinds for bad URLs and unreachable databases
+            raise StudyError(f"cannot open storage {url}: {str(error).splitlines()[0]}") from None
     if url.startswith("sqlite"):
         # WAL: the dashboard reads while the search writes; synchronous=NORMAL: a commit without an fsync (a
         # power cut may lose the last trials, never corrupt the file)
         event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()
     return storage
+
+
+def _schema_race(error: Exception) -> bool:
+    """Whether `error` is another process creating Optuna's schema at the same time as this one."""
+    text = str(error).lower()
+    return isinstance(error, IntegrityError) or "already exists" in text or "database is locked" in text
 
 
 def _sqlite_pragmas(connection, record) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import multiprocessing
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -7,7 +9,7 @@ from optuna.trial import TrialState
 from nas.config import SearchConfig
 from search_spaces import TINY_ARCHS
 from nas.study import (
-    StudyError, StudyMirror, best_record, load_study, make_sampler, metric_names, open_study, pareto_records, records,
+    StudyError, StudyMirror, _storage, best_record, load_study, make_sampler, metric_names, open_study, pareto_records, records,
 )
 from tests.conftest import STUDY_ATTRS, add_trial
 
@@ -100,3 +102,28 @@ def test_mirror_requeues_interrupted_architectures_not_evaluated_since(stored_st
     queued = mirror.ask()
     assert queued.suggest_categorical("arch", tuple(TINY_ARCHS)) == "tiny_qna"
     assert queued.user_attrs["requeued_from"] == 6
+
+
+def _open_after(barrier, url: str, results) -> None:
+    barrier.wait()
+    try:
+        optuna.get_all_study_names(_storage(url))
+        results.put("ok")
+    except StudyError as error:
+        results.put(str(error))
+
+
+def test_processes_creating_one_new_database_at_once_all_open_it(tmp_path):
+    """The dashboard and a search started together both create Optuna's schema in a new file: neither fails."""
+    context = multiprocessing.get_context("fork")
+    outcomes = []
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'new{attempt}.db'}"
+        barrier, results = context.Barrier(6), context.Queue()
+        workers = [context.Process(target=_open_after, args=(barrier, url, results)) for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        outcomes += [results.get(timeout=120) for _ in workers]
+        for worker in workers:
+            worker.join(timeout=30)
+    assert outcomes == ["ok"] * 18
