@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from benchmarks.proxy_quality import _log_rank_sum, az_nas_summary, noise_ceiling
+from benchmarks.proxy_quality import _log_rank_sum, az_nas_summary, noise_ceiling, with_mean_label
 
 
 def _row(digest: str, accuracy: float, naswot: float) -> dict:
@@ -39,3 +39,20 @@ def test_az_nas_summary_ranks_the_aggregate_and_each_component():
     assert summary["seconds_per_arch"] == pytest.approx(0.3)
     assert summary["of"] == ["expressivity", "progressivity", "trainability", "flops"]
     assert -1.0 <= summary["spearman"] <= 1.0
+
+
+def test_mean_label_averages_the_trainings_of_retested_architectures_only():
+    rows = [_row("a", 0.50, 1.0), _row("b", 0.60, 3.0)]
+    labelled = with_mean_label(rows, {"a": 0.56})
+    assert [r["trained_accuracy"] for r in labelled] == pytest.approx([0.53, 0.60])
+    assert [r["trainings"] for r in labelled] == [2, 1]
+    assert [r["first_training_accuracy"] for r in labelled] == [0.50, 0.60]
+    assert rows[0]["trained_accuracy"] == 0.50  # the cached rows are not changed
+
+
+def test_noise_ceiling_of_the_mean_of_two_trainings_is_spearman_brown():
+    rows = [_row(d, a, 0.0) for d, a in zip("abcde", [0.50, 0.60, 0.55, 0.70, 0.65])]
+    ceiling = noise_ceiling(rows, {"a": 0.51, "b": 0.66, "c": 0.56, "d": 0.69, "e": 0.64})  # ranks 1,3,2,5,4 / 1,4,2,5,3
+    assert ceiling["spearman_between_trainings"] == pytest.approx(0.9)
+    assert ceiling["mean_of_two_reliability"] == pytest.approx(1.8 / 1.9)
+    assert ceiling["ceiling_against_mean_of_two"] == pytest.approx(math.sqrt(1.8 / 1.9))
