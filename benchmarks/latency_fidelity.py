@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.blocks import decompose  # noqa: E402
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     table = open_table(args.target, db=args.latency_db, resolution=args.resolution)
     if args.repeats:
         table = LatencyTable(table.target, table.db, quick_settings(table.settings, args.repeats))
-    device = torch.device("cuda" if table.target.kind == "gpu" else "cpu")
+    device = table.torch_device
     device_string = current_device_string(table.target)
     specs = sample_archs(args.archs, args.seed, DEFAULT_SPACE)
     resolution = table.settings.resolution

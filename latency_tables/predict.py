@@ -171,7 +171,7 @@ class LatencyTable:
         current_device_string(self.target)
         with tqdm(total=len(specs) * passes, desc=f"measuring {self.target.name} networks", unit="net",
                   disable=not progress) as bar:
-            measured = time_networks(specs, self.settings, self._device, passes, lambda *_: bar.update())
+            measured = time_networks(specs, self.settings, self.torch_device, passes, lambda *_: bar.update())
         entries, samples = self.entries(), []
         for spec, network_ms in zip(specs, measured):
             blocks = decompose(spec, self.settings.resolution)
@@ -184,14 +184,17 @@ class LatencyTable:
         self._correction = fit
         return fit
 
-    def measure_network(self, spec: ArchSpec) -> Timing:
-        """Time `spec` end to end on this machine with the table's settings (`TargetUnavailableError` if this
-        machine is not the target)."""
+    def measure_network(self, spec: ArchSpec, passes: int = 1) -> Timing:
+        """Time `spec` end to end on this machine with the table's settings, `passes` times in a row, combined by
+        `combine_passes` (`TargetUnavailableError` if this machine is not the target)."""
         current_device_string(self.target)
-        return time_network(spec, self.settings, self._device)
+        if passes < 1:
+            raise ValueError(f"passes must be >= 1, got {passes}")
+        return combine_passes([time_network(spec, self.settings, self.torch_device) for _ in range(passes)])
 
     @property
-    def _device(self) -> torch.device:
+    def torch_device(self) -> torch.device:
+        """Where this table's target runs: ``cuda`` for a GPU target, else ``cpu``."""
         return torch.device("cuda" if self.target.kind == "gpu" else "cpu")
 
     def drift(self, sample: int = 24, seed: int = 0) -> Drift:
@@ -202,7 +205,7 @@ class LatencyTable:
         if not items:
             raise EstimationError(f"the {self.target.name} table has no entries to check")
         random.Random(seed).shuffle(items)
-        ratios = sorted(time_block(_block_from_key(key, shape), self.settings, self._device).median_ms / m.median_ms
+        ratios = sorted(time_block(_block_from_key(key, shape), self.settings, self.torch_device).median_ms / m.median_ms
                         for (key, shape), m in items[:sample])
         p20, median, p80 = np.quantile(ratios, [0.2, 0.5, 0.8])
         return Drift(len(ratios), float(median), float(p20), float(p80))
@@ -253,7 +256,7 @@ class LatencyTable:
                 timings: list[list[Timing]] = [[] for _ in chunk]
                 for pass_index in range(passes):
                     for block, block_timings in zip(chunk, timings):
-                        block_timings.append(time_block(block, self.settings, self._device))
+                        block_timings.append(time_block(block, self.settings, self.torch_device))
                         bar.update()
                         if pass_index == passes - 1:
                             self._store(block, combine_passes(block_timings), device_string)
@@ -263,7 +266,7 @@ class LatencyTable:
 
     def _store(self, block: Block, timing: Timing, device_string: str) -> None:
         measurement = Measurement(median_ms=timing.median_ms, p20_ms=timing.p20_ms, p80_ms=timing.p80_ms,
-                                  repeats=timing.repeats, threads=self.settings.threads if self._device.type == "cpu"
+                                  repeats=timing.repeats, threads=self.settings.threads if self.torch_device.type == "cpu"
                                   else 0, settings=self.settings.to_dict())
         self.db.put(self._entry_key(block, device_string), measurement)
         self.entries()[(block.key, block.in_shape)] = measurement

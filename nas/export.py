@@ -24,7 +24,7 @@ from pathlib import Path
 
 import optuna
 
-from latency_tables import TargetUnavailableError, open_table
+from latency_tables import NETWORK_PASSES, TargetUnavailableError, open_table
 from nas._files import replace_dir_atomic, write_json_atomic
 from nas.study import TrialRecord, best_record, pareto_records, records
 from search_spaces import ArchSpec, count_flops, count_params
@@ -89,16 +89,17 @@ def _module_source(name: str, row: TrialRecord, attrs: dict) -> str:
 
 
 def _measured_here(spec: ArchSpec, attrs: dict) -> str | None:
-    """End-to-end latency on this machine when it is the target (else None)."""
+    """End-to-end latency on this machine when it is the target (else None): the median of `NETWORK_PASSES`
+    timings, since one timing of a shared CPU lands ~5% from the median (benchmarks/timing_noise.py)."""
     try:
         table = open_table(attrs["target"], db=None, batch=attrs.get("batch"), resolution=attrs.get("resolution"),
                            dtype=attrs.get("dtype"), create=False)
-        timing = table.measure_network(spec)
+        timing = table.measure_network(spec, passes=NETWORK_PASSES)
     except TargetUnavailableError:
         return None
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{timing.median_ms:.3f} ms median end to end on this machine (p20 {timing.p20_ms:.3f}, p80 "
-            f"{timing.p80_ms:.3f}, {timing.repeats} repeats; load average {load:.1f} on {os.cpu_count()} CPUs "
+            f"{timing.p80_ms:.3f}; median of {NETWORK_PASSES} timings, {timing.repeats} repeats; load average {load:.1f} on {os.cpu_count()} CPUs "
             f"then: other processes inflate CPU timings)")
 
 

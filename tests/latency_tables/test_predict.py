@@ -200,3 +200,17 @@ def test_entries_are_the_median_of_passes_over_a_chunk(tmp_path, monkeypatch) ->
     assert all(m.repeats == 30 and m.p20_ms == 0.5 and m.p80_ms == 99.0 for m in stored)
     assert [m.median_ms for m in stored] == [3.0 * (i + 1) for i in range(len(blocks))]  # median of its passes
     assert stored[0].settings["passes"] == 3
+
+
+def test_measure_network_takes_the_median_of_its_passes(tmp_path, monkeypatch) -> None:
+    timings = iter([Timing(5.0, 4.0, 6.0, 10), Timing(9.0, 8.0, 9.5, 10), Timing(7.0, 6.5, 7.5, 12)])
+    monkeypatch.setattr(predict_module, "time_network", lambda spec, settings, device: next(timings))
+    table = _table(tmp_path)
+    assert table.measure_network(TINY_ARCHS["tiny_window"], passes=3) == Timing(7.0, 6.5, 7.5, 32)
+    with pytest.raises(ValueError, match="passes must be >= 1"):
+        table.measure_network(TINY_ARCHS["tiny_window"], passes=0)
+
+
+def test_measure_network_times_the_real_network_on_this_cpu(tmp_path) -> None:
+    timing = _table(tmp_path).measure_network(TINY_ARCHS["tiny_conv"], passes=2)
+    assert 0 < timing.p20_ms <= timing.median_ms <= timing.p80_ms < 1000 and timing.repeats >= 2
