@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nas._files import write_json_atomic
+from nas._files import write_json_atomic, write_text_atomic
 
-__all__ = ["write_json_atomic", "spearman", "kendall"]
+__all__ = ["write_json_atomic", "write_text_atomic", "spearman", "kendall"]
 
 
 def spearman(a: list[float], b: list[float]) -> float:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._io import kendall, spearman, write_json_atomic  # noqa: E402
+from benchmarks._io import kendall, spearman, write_json_atomic, write_text_atomic  # noqa: E402
 from nas.data import batches, load_data  # noqa: E402
 from nas.proxies import PROXIES, TrainRecipe, az_nas_components, score, short_train  # noqa: E402
 from search_spaces import CIFAR_SPACE, ArchSpec, build_model, sample_archs  # noqa: E402
@@ -52,15 +52,32 @@ def _train(spec: ArchSpec, data, seed: int) -> tuple[float, float]:
     return accuracy, time.perf_counter() - started
 
 
-def _evaluate(spec: ArchSpec, data, seed: int) -> dict:
+def _proxy_scores(spec: ArchSpec, data, seed: int, names) -> dict:
+    """``{name: {"value", "seconds"}}`` of the proxies `names` on `spec`, all on one seeded minibatch."""
     images, labels = next(batches(data.x_train, data.y_train, PROXY_BATCH, 32, shuffle=True, seed=seed))
-    row: dict = {"digest": spec.digest(), "spec": spec.to_dict(), "proxies": {}}
-    for name in PROXIES:
+    scores = {}
+    for name in names:
         result = score(name, spec, images, labels, seed=seed, num_classes=data.num_classes, resolution=32,
                        train_data=(data.x_train, data.y_train), test_data=(data.x_test, data.y_test))
-        row["proxies"][name] = {"value": result.value, "seconds": result.seconds}
+        scores[name] = {"value": result.value, "seconds": result.seconds}
+    return scores
+
+
+def _evaluate(spec: ArchSpec, data, seed: int) -> dict:
+    row: dict = {"digest": spec.digest(), "spec": spec.to_dict(), "proxies": _proxy_scores(spec, data, seed, PROXIES)}
     row["trained_accuracy"], row["train_seconds"] = _train(spec, data, seed)
     return row
+
+
+def _add_new_proxies(rows: list[dict], data, seed: int) -> int:
+    """Score cached rows with the proxies added to `PROXIES` since they were cached; returns how many rows."""
+    updated = 0
+    for row in rows:
+        missing = [name for name in PROXIES if name not in row["proxies"]]
+        if missing:
+            row["proxies"].update(_proxy_scores(ArchSpec.from_dict(row["spec"]), data, seed, missing))
+            updated += 1
+    return updated
 
 
 def _az_nas(spec: ArchSpec, data, seed: int) -> dict:
@@ -161,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in args.cache.read_text().splitlines():
             row = json.loads(line)
             done[row["digest"]] = row
+    if _add_new_proxies(list(done.values()), data, args.seed):  # the cache rewritten whole, never half
+        write_text_atomic(args.cache, "".join(json.dumps(row) + "\n" for row in done.values()))
     rows = []
     for i, spec in enumerate(sample_archs(args.archs, args.seed, CIFAR_SPACE)):
         if spec.digest() not in done:

@@ -26,11 +26,19 @@ Proxies (``PROXIES``; ``DATA_FREE`` lists those that need no images):
   (population std, as the paper's code), summed over tensors; tensors with no varying entry are skipped. The
   paper's code takes Conv2d/Linear weights only; here every parameter tensor counts, so learned queries, position
   biases and norms of the attention mixers are scored too.
+- ``meco`` (Jiang et al., NeurIPS 2023, "MeCo", its ``meco_opt`` variant): the minibatch runs forward in train
+  mode; for every ``nn.Conv2d`` and token ``nn.Linear`` output, the first image's feature map as
+  ``[C, positions]``, `MECO_CHANNELS` channels drawn at random (seeded), the smallest eigenvalue of their Pearson
+  correlation matrix (NaN -> 0, as the paper's code) times ``C / MECO_CHANNELS``; value: the sum over layers.
+  Layers with a single position are skipped. The paper's full variant (all C channels) is degenerate here: at
+  CIFAR scale nearly every layer has more channels than positions, its matrix is singular, and 27 of the 30
+  benchmark networks scored within 0.06 of 0 (``meco_score(..., channels=None)``: Spearman -0.41 with trained
+  accuracy; this variant 0.57, benchmarks/proxy_quality.py). ``details`` gives ``layers``.
 - ``short_train``: `TrainRecipe` (AdamW, warmup + cosine, label smoothing; `nas.data.batches` with random crop +
   flip) for ``steps`` steps on the training split, then top-1 accuracy on the test split in [0, 1]; intermediate accuracies every
   ``report_every`` steps go to an optional ``report(step, accuracy) -> bool`` (True stops training: Optuna pruning).
 
-The gradient proxies (``grad_norm``, ``snip``, ``zico``, ``naswot``) use the model they are given: its mode,
+The data proxies (``grad_norm``, ``snip``, ``zico``, ``naswot``, ``meco``) use the model they are given: its mode,
 gradients and BatchNorm statistics change. `score` always hands them a freshly built network.
 """
 from __future__ import annotations
@@ -53,13 +61,14 @@ from search_spaces import ArchSpec, build_model, module_flops
 
 __all__ = [
     "ProxyError", "ProxyResult", "Proxy", "ProxyJob", "TrainRecipe", "PROXIES", "DATA_FREE", "score",
-    "synflow_score", "naswot_score", "grad_norm_score", "snip_score", "zico_score", "short_train",
-    "ZICO_SPLITS", "ReportFn", "az_nas_components",
+    "synflow_score", "naswot_score", "grad_norm_score", "snip_score", "zico_score", "meco_score", "short_train",
+    "ZICO_SPLITS", "MECO_CHANNELS", "ReportFn", "az_nas_components",
 ]
 
 _log = logging.getLogger(__name__)
 
 ZICO_SPLITS = 2  # minibatches per ZiCo score, as the paper's code (two batches)
+MECO_CHANNELS = 8  # channels per layer MeCo correlates, as the paper's meco_opt
 
 ModelFactory = Callable[[], nn.Module]
 ReportFn = Callable[[int, float], bool]
@@ -226,6 +235,43 @@ def zico_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spl
         if ratio_sum > 0:
             total += math.log(ratio_sum)
     return total
+
+
+def meco_score(model: nn.Module, images: torch.Tensor, channels: int | None = None) -> tuple[float, int]:
+    """MeCo of `model` on `images` ``[B, 3, R, R]``; returns (score, layers counted). `channels`: how many channels
+    of each layer to correlate, drawn from the global RNG (``meco_opt``; module docstring), None for all of them.
+    """
+    eigenvalues: list[torch.Tensor] = []
+
+    def conv_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        add(output.detach()[0].flatten(1))  # [C, H*W] of the first image
+
+    def linear_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if output.ndim >= 3:  # tokens [..., C] of the first image; the classifier's [B, classes] has none
+            add(output.detach()[0].reshape(-1, output.shape[-1]).T)
+
+    def add(feature: torch.Tensor) -> None:  # [C, positions]
+        count = feature.shape[0]
+        if feature.shape[1] < 2 or count < 2:
+            return
+        scale = 1.0
+        if channels is not None and count > channels:
+            feature, scale = feature[torch.randperm(count)[:channels]], count / channels
+        correlation = torch.corrcoef(feature.double()).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+        eigenvalues.append(torch.linalg.eigvalsh(correlation)[0] * scale)
+
+    handles = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    handles += [m.register_forward_hook(linear_hook) for m in model.modules() if isinstance(m, nn.Linear)]
+    try:
+        model.train()
+        with torch.no_grad():
+            _check_finite_output(model(images), "meco")
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not eigenvalues:
+        raise ProxyError("meco: no Conv2d or token Linear output with at least 2 positions and 2 channels")
+    return float(torch.stack(eigenvalues).sum()), len(eigenvalues)
 
 
 def az_nas_components(model: nn.Module, images: torch.Tensor) -> dict[str, float]:
@@ -398,6 +444,11 @@ def _zico(job: ProxyJob) -> tuple[float, dict]:
     return zico_score(job.build(), job.images, job.labels), {"splits": ZICO_SPLITS}
 
 
+def _meco(job: ProxyJob) -> tuple[float, dict]:
+    value, layers = meco_score(job.build(), job.images, channels=MECO_CHANNELS)
+    return value, {"layers": layers}
+
+
 def _short_train(job: ProxyJob) -> tuple[float, dict]:
     return short_train(job.build(), job.train_data, job.test_data, job.recipe, seed=job.seed, report=job.report,
                        resolution=job.resolution)
@@ -411,6 +462,8 @@ PROXIES: dict[str, Proxy] = {p.name: p for p in (
     Proxy("grad_norm", True, "sum of gradient L2 norms after one cross-entropy backward", _grad_norm),
     Proxy("snip", True, "sum |theta * grad| after one cross-entropy backward (SNIP)", _snip),
     Proxy("zico", True, "sum over tensors of log(sum mean|g| / std g) across minibatches (Li et al., 2023)", _zico),
+    Proxy("meco", True, "sum of the smallest eigenvalues of 8-channel correlations of one image (Jiang et al., 2023)",
+          _meco),
     Proxy("short_train", True, "test top-1 after a few hundred training steps (TrainRecipe)", _short_train),
 )}
 DATA_FREE: tuple[str, ...] = tuple(name for name, proxy in PROXIES.items() if not proxy.needs_data)

@@ -156,6 +156,35 @@ def test_zico_is_zero_when_both_minibatch_parts_give_the_same_gradients(batch) -
     assert score("zico", TINY_ARCHS["tiny_conv"], images, labels).value > 0
 
 
+class _ChannelsOf(nn.Module):
+    """A 1x1 conv over 16 independent N(0, 1) channels of 64x64 positions (the images only set the batch size);
+    `duplicate` makes every output channel the same one."""
+
+    def __init__(self, duplicate: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(16, 16, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            if duplicate:
+                self.conv.weight[:, 0] = 1.0
+            else:
+                self.conv.weight[:, :, 0, 0] = torch.eye(16)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.randn(images.shape[0], 16, 64, 64, generator=torch.Generator().manual_seed(0)))
+
+
+def test_meco_is_near_one_for_uncorrelated_channels_and_zero_for_copies(batch) -> None:
+    images, _ = batch
+    full, layers = proxies.meco_score(_ChannelsOf(duplicate=False), images)
+    assert layers == 1 and 0.8 < full < 1.0  # smallest eigenvalue of a 16x16 sample correlation of 4096 draws
+    torch.manual_seed(3)
+    sampled, _ = proxies.meco_score(_ChannelsOf(duplicate=False), images, channels=8)
+    assert 2 * 0.85 < sampled < 2 * 1.0  # 8 of the 16 channels, scaled by 16 / 8
+    copies, _ = proxies.meco_score(_ChannelsOf(duplicate=True), images)
+    assert abs(copies) < 1e-9  # every channel the same: a rank-1 correlation matrix
+
+
 def test_grad_norm_and_snip_match_autograd(batch) -> None:
     images, labels = batch
     spec = TINY_ARCHS["tiny_single_head"]
