@@ -205,7 +205,8 @@ class LatencyTable:
         if not items:
             raise EstimationError(f"the {self.target.name} table has no entries to check")
         random.Random(seed).shuffle(items)
-        ratios = sorted(time_block(_block_from_key(key, shape), self.settings, self.torch_device).median_ms / m.median_ms
+        device = self.torch_device
+        ratios = sorted(time_block(_block_from_key(key, shape), self.settings, device).median_ms / m.median_ms
                         for (key, shape), m in items[:sample])
         p20, median, p80 = np.quantile(ratios, [0.2, 0.5, 0.8])
         return Drift(len(ratios), float(median), float(p20), float(p80))
@@ -265,9 +266,9 @@ class LatencyTable:
         return len(todo)
 
     def _store(self, block: Block, timing: Timing, device_string: str) -> None:
+        threads = self.settings.threads if self.torch_device.type == "cpu" else 0
         measurement = Measurement(median_ms=timing.median_ms, p20_ms=timing.p20_ms, p80_ms=timing.p80_ms,
-                                  repeats=timing.repeats, threads=self.settings.threads if self.torch_device.type == "cpu"
-                                  else 0, settings=self.settings.to_dict())
+                                  repeats=timing.repeats, threads=threads, settings=self.settings.to_dict())
         self.db.put(self._entry_key(block, device_string), measurement)
         self.entries()[(block.key, block.in_shape)] = measurement
 

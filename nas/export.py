@@ -99,8 +99,8 @@ def _measured_here(spec: ArchSpec, attrs: dict) -> str | None:
         return None
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{timing.median_ms:.3f} ms median end to end on this machine (p20 {timing.p20_ms:.3f}, p80 "
-            f"{timing.p80_ms:.3f}; median of {NETWORK_PASSES} timings, {timing.repeats} repeats; load average {load:.1f} on {os.cpu_count()} CPUs "
-            f"then: other processes inflate CPU timings)")
+            f"{timing.p80_ms:.3f}; median of {NETWORK_PASSES} timings, {timing.repeats} repeats; load average "
+            f"{load:.1f} on {os.cpu_count()} CPUs then: other processes inflate CPU timings)")
 
 
 def _model_card(name: str, row: TrialRecord, role: str, attrs: dict, params: int, flops: int,

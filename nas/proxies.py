@@ -61,7 +61,8 @@ from search_spaces import ArchSpec, build_model, module_flops
 
 __all__ = [
     "ProxyError", "ProxyResult", "Proxy", "ProxyJob", "TrainRecipe", "PROXIES", "DATA_FREE", "score",
-    "synflow_score", "naswot_score", "grad_norm_score", "snip_score", "zico_score", "meco_score", "short_train",
+    "synflow_score", "naswot_score", "grad_norm_score", "snip_score", "zico_score", "meco_score",
+    "short_train",
     "ZICO_SPLITS", "MECO_CHANNELS", "ReportFn", "az_nas_components",
 ]
 

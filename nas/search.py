@@ -48,8 +48,8 @@ from nas.study import (
 )
 from search_spaces import DEFAULT_SPACE, SearchSpace, sample_arch
 
-__all__ = ["SearchError", "SearchStopped", "SearchSummary", "run_search", "stop_on_sigterm", "prepare", "summarise", "ray_session",
-           "MIN_DATA_PROXY_RESOLUTION"]
+__all__ = ["SearchError", "SearchStopped", "SearchSummary", "run_search", "stop_on_sigterm", "prepare", "summarise",
+           "ray_session", "MIN_DATA_PROXY_RESOLUTION"]
 
 _log = logging.getLogger(__name__)
 

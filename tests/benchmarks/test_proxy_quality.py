@@ -52,7 +52,8 @@ def test_mean_label_averages_the_trainings_of_retested_architectures_only():
 
 def test_noise_ceiling_of_the_mean_of_two_trainings_is_spearman_brown():
     rows = [_row(d, a, 0.0) for d, a in zip("abcde", [0.50, 0.60, 0.55, 0.70, 0.65])]
-    ceiling = noise_ceiling(rows, {"a": 0.51, "b": 0.66, "c": 0.56, "d": 0.69, "e": 0.64})  # ranks 1,3,2,5,4 / 1,4,2,5,3
+    # ranks 1,3,2,5,4 then 1,4,2,5,3
+    ceiling = noise_ceiling(rows, {"a": 0.51, "b": 0.66, "c": 0.56, "d": 0.69, "e": 0.64})
     assert ceiling["spearman_between_trainings"] == pytest.approx(0.9)
     assert ceiling["mean_of_two_reliability"] == pytest.approx(1.8 / 1.9)
     assert ceiling["ceiling_against_mean_of_two"] == pytest.approx(math.sqrt(1.8 / 1.9))

@@ -9,7 +9,8 @@ from optuna.trial import TrialState
 from nas.config import SearchConfig
 from search_spaces import TINY_ARCHS
 from nas.study import (
-    StudyError, StudyMirror, _storage, best_record, load_study, make_sampler, metric_names, open_study, pareto_records, records,
+    StudyError, StudyMirror, _storage, best_record, load_study, make_sampler, metric_names, open_study,
+    pareto_records, records,
 )
 from tests.conftest import STUDY_ATTRS, add_trial
 
