@@ -32,7 +32,7 @@ __all__ = ["AdditivityCorrection", "BlockLatency", "Drift", "StageLatency", "Pre
 
 _log = logging.getLogger(__name__)
 CALIBRATION_SAMPLE = 150  # measured entries used to calibrate the estimator (block costs are traced, ~0.1 s each)
-NETWORK_PASSES = 3  # passes over the networks an additivity correction is fitted on (`time_networks`)
+NETWORK_PASSES = 3  # timings per network: correction fit (`time_networks`), exported model cards (`measure_network`)
 CPU_ENTRY_PASSES = 3  # timings per cpu entry (`MeasureSettings.passes`); GPU timings (do_bench) are steady
 MEASURE_CHUNK = 48  # blocks timed pass after pass together: the passes of an entry lie ~10 s apart on a CPU
 

@@ -90,7 +90,8 @@ def _module_source(name: str, row: TrialRecord, attrs: dict) -> str:
 
 def _measured_here(spec: ArchSpec, attrs: dict) -> str | None:
     """End-to-end latency on this machine when it is the target (else None): the median of `NETWORK_PASSES`
-    timings, since one timing of a shared CPU lands ~5% from the median (benchmarks/timing_noise.py)."""
+    timings in a row, a guard against one timing caught in a slow spell of a shared CPU (seconds long: the passes
+    do not average over minutes as `latency_tables.measure.time_networks` does)."""
     try:
         table = open_table(attrs["target"], db=None, batch=attrs.get("batch"), resolution=attrs.get("resolution"),
                            dtype=attrs.get("dtype"), create=False)

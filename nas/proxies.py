@@ -30,10 +30,13 @@ Proxies (``PROXIES``; ``DATA_FREE`` lists those that need no images):
   mode; for every ``nn.Conv2d`` and token ``nn.Linear`` output, the first image's feature map as
   ``[C, positions]``, `MECO_CHANNELS` channels drawn at random (seeded), the smallest eigenvalue of their Pearson
   correlation matrix (NaN -> 0, as the paper's code) times ``C / MECO_CHANNELS``; value: the sum over layers.
-  Layers with a single position are skipped. The paper's full variant (all C channels) is degenerate here: at
-  CIFAR scale nearly every layer has more channels than positions, its matrix is singular, and 27 of the 30
-  benchmark networks scored within 0.06 of 0 (``meco_score(..., channels=None)``: Spearman -0.41 with trained
-  accuracy; this variant 0.57, benchmarks/proxy_quality.py). ``details`` gives ``layers``.
+  Layers with a single position are skipped. Where this departs from the paper's code: it hooks every module
+  (norms, activations, whole blocks too), and samples the *tokens* of ``[B, N, C]`` outputs as its rows; here
+  only the layers that compute features are hooked, and tokens are positions, as pixels are. The paper's full
+  variant (all C channels) is degenerate here: at CIFAR scale nearly every layer has more channels than
+  positions, its matrix is singular, and 27 of the 30 benchmark networks scored within 0.06 of 0
+  (``meco_score(..., channels=None)``: Spearman -0.41 with trained accuracy; this variant 0.57,
+  benchmarks/proxy_quality.py). ``details`` gives ``layers``.
 - ``short_train``: `TrainRecipe` (AdamW, warmup + cosine, label smoothing; `nas.data.batches` with random crop +
   flip) for ``steps`` steps on the training split, then top-1 accuracy on the test split in [0, 1]; intermediate accuracies every
   ``report_every`` steps go to an optional ``report(step, accuracy) -> bool`` (True stops training: Optuna pruning).
@@ -61,8 +64,7 @@ from search_spaces import ArchSpec, build_model, module_flops
 
 __all__ = [
     "ProxyError", "ProxyResult", "Proxy", "ProxyJob", "TrainRecipe", "PROXIES", "DATA_FREE", "score",
-    "synflow_score", "naswot_score", "grad_norm_score", "snip_score", "zico_score", "meco_score",
-    "short_train",
+    "synflow_score", "naswot_score", "grad_norm_score", "snip_score", "zico_score", "meco_score", "short_train",
     "ZICO_SPLITS", "MECO_CHANNELS", "ReportFn", "az_nas_components",
 ]
 
@@ -463,8 +465,8 @@ PROXIES: dict[str, Proxy] = {p.name: p for p in (
     Proxy("grad_norm", True, "sum of gradient L2 norms after one cross-entropy backward", _grad_norm),
     Proxy("snip", True, "sum |theta * grad| after one cross-entropy backward (SNIP)", _snip),
     Proxy("zico", True, "sum over tensors of log(sum mean|g| / std g) across minibatches (Li et al., 2023)", _zico),
-    Proxy("meco", True, "sum of the smallest eigenvalues of 8-channel correlations of one image (Jiang et al., 2023)",
-          _meco),
+    Proxy("meco", True, f"sum of the smallest eigenvalues of {MECO_CHANNELS}-channel correlations of one image "
+          "(Jiang et al., 2023)", _meco),
     Proxy("short_train", True, "test top-1 after a few hundred training steps (TrainRecipe)", _short_train),
 )}
 DATA_FREE: tuple[str, ...] = tuple(name for name, proxy in PROXIES.items() if not proxy.needs_data)
@@ -500,8 +502,9 @@ def score(name: str, spec: ArchSpec, images: torch.Tensor | None = None, labels:
     """Score `spec` with the proxy `name`.
 
     Args:
-        images, labels: the minibatch of ``naswot``, ``grad_norm``, ``snip``, ``zico``: float32 ``[B, 3, R, R]``
-            normalised images (R = `resolution`) and int64 ``[B]`` labels. Ignored by the other proxies.
+        images, labels: the minibatch of ``naswot``, ``grad_norm``, ``snip``, ``zico``, ``meco``: float32
+            ``[B, 3, R, R]`` normalised images (R = `resolution`) and int64 ``[B]`` labels. Ignored by the other
+            proxies.
         seed: seeds the network's initialisation (and short training's data order); the caller's torch RNG state
             is restored afterwards.
         num_classes: classifier size; default the spec's head (or, for a features-only spec, the labels' max + 1).

@@ -48,8 +48,8 @@ from nas.study import (
 )
 from search_spaces import DEFAULT_SPACE, SearchSpace, sample_arch
 
-__all__ = ["SearchError", "SearchStopped", "SearchSummary", "run_search", "stop_on_sigterm", "prepare", "summarise",
-           "ray_session", "MIN_DATA_PROXY_RESOLUTION"]
+__all__ = ["SearchError", "SearchStopped", "SearchSummary", "run_search", "stop_on_sigterm", "deferred_stops",
+           "prepare", "summarise", "ray_session", "MIN_DATA_PROXY_RESOLUTION"]
 
 _log = logging.getLogger(__name__)
 
@@ -76,13 +76,19 @@ class StopSignal:
     signum: int | None = None
 
 
+def _set_handler(signum: int, handler) -> object:
+    """`signal.signal`, returning the previous handler as one that can be set again (SIG_DFL for a C handler)."""
+    previous = signal.signal(signum, handler)
+    return signal.SIG_DFL if previous is None else previous
+
+
 @contextlib.contextmanager
 def stop_on_sigterm() -> Iterator[StopSignal]:
     """Inside, SIGTERM interrupts the main thread as Ctrl-C does, so `kill <pid>` stops a search cleanly (in-flight
     trials stored as interrupted, summary written); the signal is recorded in the yielded `StopSignal` (Ray's
-    blocking calls turn the handler's exception into a plain KeyboardInterrupt). Replaces Ray's handler, which
-    exits at once; the previous one is restored on leaving. Outside the main thread (no handlers there) it only
-    yields.
+    blocking calls turn the handler's exception into a plain KeyboardInterrupt). Only the first SIGTERM raises;
+    later ones are recorded, so a repeated `kill` does not break off the cleanup. Replaces Ray's handler, which
+    exits at once; the previous one is restored on leaving. Outside the main thread it only yields.
     """
     received = StopSignal()
     if threading.current_thread() is not threading.main_thread():
@@ -90,14 +96,31 @@ def stop_on_sigterm() -> Iterator[StopSignal]:
         return
 
     def stop(signum: int, frame: object) -> None:
+        first = received.signum is None
         received.signum = signum
-        raise SearchStopped(signum)
+        if first:
+            raise SearchStopped(signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = _set_handler(signal.SIGTERM, stop)
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _set_handler(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def deferred_stops() -> Iterator[None]:
+    """Inside, Ctrl-C and SIGTERM are ignored: the cleanup after a stop (storing the in-flight trials, writing the
+    summary) runs to its end. Outside the main thread it only yields."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: _set_handler(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            _set_handler(signum, handler)
 
 
 @dataclass
@@ -497,22 +520,26 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     with ray_session(config.ray_address, config.workers), stop_on_sigterm() as stop:
         import ray
 
-        data_ref = ray.put(data) if data is not None else None
-        driver = _Driver(config, mirror, rows, table, evaluator, data_ref, proxy_resolution, space)
-        loop_started = time.perf_counter()
+        driver = None
         try:
+            data_ref = ray.put(data) if data is not None else None
+            driver = _Driver(config, mirror, rows, table, evaluator, data_ref, proxy_resolution, space)
+            loop_started = time.perf_counter()
             status = driver.run(to_ask, deadline, progress)
         except KeyboardInterrupt:
-            driver.abandon("interrupted: the search was stopped (Ctrl-C); requeued for the next run")
-            summary = summarise(study, config, "interrupted", time.monotonic() - started)
-            write_json_atomic(config.out / "summary.json", summary.to_dict())
+            with deferred_stops():
+                if driver is not None:
+                    driver.abandon("interrupted: the search was stopped (Ctrl-C); requeued for the next run")
+                summary = summarise(study, config, "interrupted", time.monotonic() - started)
+                write_json_atomic(config.out / "summary.json", summary.to_dict())
             if stop.signum is not None:
                 raise SearchStopped(stop.signum) from None
             raise
         timing = {"loop_s": round(time.perf_counter() - loop_started, 4), "lookup_s": round(driver.lookup_s, 4),
                   "trials_run": driver.settled}
-    exports = [str(path) for path in export_study(study, config.out, config.top_k, config.storage)] \
-        if config.export else []
+    with stop_on_sigterm():  # exports are written whole or not at all: a stop here loses none of the study
+        exports = [str(path) for path in export_study(study, config.out, config.top_k, config.storage)] \
+            if config.export else []
     summary = summarise(study, config, status, time.monotonic() - started, exports)
     summary.timing = timing
     write_json_atomic(config.out / "summary.json", summary.to_dict())

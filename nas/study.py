@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
@@ -74,12 +74,10 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
             break
-        except (IntegrityError, OperationalError) as error:
+        except Exception as error:  # SQLAlchemy raises many kinds for bad URLs and unreachable databases
             if attempt == _SCHEMA_RACE_RETRIES or not _schema_race(error):
                 raise StudyError(f"cannot open storage {url}: {str(error).splitlines()[0]}") from None
             time.sleep(0.05 * (attempt + 1))
-        except Exception as error:  # SQLAlchemy raises many kinds for bad URLs and unreachable databases
-            raise StudyError(f"cannot open storage {url}: {str(error).splitlines()[0]}") from None
     if url.startswith("sqlite"):
         # WAL: the dashboard reads while the search writes; synchronous=NORMAL: a commit without an fsync (a
         # power cut may lose the last trials, never corrupt the file)
@@ -88,10 +86,15 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
     return storage
 
 
-def _schema_race(error: Exception) -> bool:
-    """Whether `error` is another process creating Optuna's schema at the same time as this one."""
-    text = str(error).lower()
-    return isinstance(error, IntegrityError) or "already exists" in text or "database is locked" in text
+def _schema_race(error: BaseException | None) -> bool:
+    """Whether `error` (or the error Optuna wrapped in it) is another process creating Optuna's schema at the same
+    time as this one: a duplicate row (IntegrityError) or a table that already exists (sqlite's
+    OperationalError, PostgreSQL's ProgrammingError)."""
+    while error is not None:
+        if isinstance(error, IntegrityError) or (isinstance(error, DatabaseError) and "already exists" in str(error)):
+            return True
+        error = error.__cause__
+    return False
 
 
 def _sqlite_pragmas(connection, record) -> None:

@@ -57,3 +57,21 @@ def test_noise_ceiling_of_the_mean_of_two_trainings_is_spearman_brown():
     assert ceiling["spearman_between_trainings"] == pytest.approx(0.9)
     assert ceiling["mean_of_two_reliability"] == pytest.approx(1.8 / 1.9)
     assert ceiling["ceiling_against_mean_of_two"] == pytest.approx(math.sqrt(1.8 / 1.9))
+
+
+def test_cached_rows_get_only_the_proxies_added_since(monkeypatch):
+    from benchmarks import proxy_quality
+    from search_spaces import TINY_ARCHS
+
+    spec = TINY_ARCHS["tiny_conv"]
+    cached = {"digest": spec.digest(), "spec": spec.to_dict(),
+              "proxies": {name: {"value": 1.0, "seconds": 0.1} for name in proxy_quality.PROXIES if name != "meco"}}
+    complete = {**cached, "proxies": {name: {"value": 1.0, "seconds": 0.1} for name in proxy_quality.PROXIES}}
+    asked = []
+
+    def scorer(spec, data, seed, names):
+        asked.append((spec.digest(), seed, list(names)))
+        return {name: {"value": 2.0, "seconds": 0.2} for name in names}
+    assert proxy_quality._add_new_proxies([cached, complete], None, 7, scorer) == 1
+    assert asked == [(spec.digest(), 7, ["meco"])]
+    assert cached["proxies"]["meco"] == {"value": 2.0, "seconds": 0.2} and cached["proxies"]["naswot"]["value"] == 1.0

@@ -6,10 +6,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from nas import study as study_module
 from nas.config import SearchConfig
 from search_spaces import TINY_ARCHS
 from nas.study import (
-    StudyError, StudyMirror, _storage, best_record, load_study, make_sampler, metric_names, open_study,
+    StudyError, StudyMirror, best_record, load_study, make_sampler, metric_names, open_study,
     pareto_records, records,
 )
 from tests.conftest import STUDY_ATTRS, add_trial
@@ -106,12 +107,12 @@ def test_mirror_requeues_interrupted_architectures_not_evaluated_since(stored_st
 
 
 def _open_after(barrier, url: str, results) -> None:
-    barrier.wait()
     try:
-        optuna.get_all_study_names(_storage(url))
+        barrier.wait(timeout=60)
+        optuna.get_all_study_names(study_module._storage(url))
         results.put("ok")
-    except StudyError as error:
-        results.put(str(error))
+    except Exception as error:  # anything else is reported, never left hanging
+        results.put(repr(error))
 
 
 def test_processes_creating_one_new_database_at_once_all_open_it(tmp_path):
@@ -121,10 +122,28 @@ def test_processes_creating_one_new_database_at_once_all_open_it(tmp_path):
     for attempt in range(3):
         url = f"sqlite:///{tmp_path / f'new{attempt}.db'}"
         barrier, results = context.Barrier(6), context.Queue()
-        workers = [context.Process(target=_open_after, args=(barrier, url, results)) for _ in range(6)]
-        for worker in workers:
-            worker.start()
-        outcomes += [results.get(timeout=120) for _ in workers]
-        for worker in workers:
-            worker.join(timeout=30)
+        workers = [context.Process(target=_open_after, args=(barrier, url, results), daemon=True) for _ in range(6)]
+        try:
+            for worker in workers:
+                worker.start()
+            outcomes += [results.get(timeout=120) for _ in workers]
+        finally:
+            for worker in workers:
+                worker.join(timeout=30)
+                if worker.is_alive():
+                    worker.terminate()
     assert outcomes == ["ok"] * 18
+
+
+def test_only_a_concurrent_schema_creation_is_retried():
+    from sqlalchemy.exc import IntegrityError, OperationalError
+    from optuna.exceptions import StorageInternalError
+
+    duplicate = IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+    exists = OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+    locked = OperationalError("SELECT", {}, Exception("database is locked"))
+    wrapped = StorageInternalError("an error occurred")
+    wrapped.__cause__ = exists
+    assert study_module._schema_race(duplicate) and study_module._schema_race(exists)
+    assert study_module._schema_race(wrapped)
+    assert not study_module._schema_race(locked) and not study_module._schema_race(ValueError("already exists"))
