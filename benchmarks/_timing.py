@@ -19,4 +19,4 @@ def timing_setup(target_name: str, resolution: int | None, repeats: int | None
     settings = default_settings(target, resolution=resolution)
     if repeats:
         settings = quick_settings(settings, repeats)
-    return target, device_string, torch.device("cuda" if target.kind == "gpu" else "cpu"), settings
+    return target, device_string, torch.device(target.device_type), settings

@@ -194,8 +194,8 @@ class LatencyTable:
 
     @property
     def torch_device(self) -> torch.device:
-        """Where this table's target runs: ``cuda`` for a GPU target, else ``cpu``."""
-        return torch.device("cuda" if self.target.kind == "gpu" else "cpu")
+        """Where this table's target runs (`Target.device_type`)."""
+        return torch.device(self.target.device_type)
 
     def drift(self, sample: int = 24, seed: int = 0) -> Drift:
         """Time `sample` random entries again on this machine and compare with their stored times: a table

@@ -84,6 +84,11 @@ class Target:
     def is_gpu(self) -> bool:
         return self.kind == "gpu"
 
+    @property
+    def device_type(self) -> str:
+        """The torch device type this target runs on: ``cuda`` for a GPU, else ``cpu``."""
+        return "cuda" if self.is_gpu else "cpu"
+
     def matches_device_name(self, device_name: str) -> bool:
         """Whether ``device_name`` (as ``torch.cuda.get_device_name()`` reports it) is this target's device."""
         lowered = device_name.lower()

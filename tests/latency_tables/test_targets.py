@@ -100,6 +100,10 @@ def test_get_target_returns_registered_target() -> None:
     assert isinstance(get_target("cpu"), Target)
 
 
+def test_device_type_is_cuda_for_gpus_and_cpu_for_the_cpu() -> None:
+    assert [get_target(name).device_type for name in ("h100", "t4", "cpu")] == ["cuda", "cuda", "cpu"]
+
+
 def test_gpu_target_without_gpu_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(TargetUnavailableError) as info:
