@@ -33,13 +33,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks._io import kendall, spearman, write_json_atomic, write_text_atomic  # noqa: E402
-from nas.data import batches, load_data  # noqa: E402
+from nas.data import load_data  # noqa: E402
+from nas.evaluate import proxy_minibatch  # noqa: E402
 from nas.proxies import PROXIES, TrainRecipe, az_nas_components, score, short_train  # noqa: E402
 from search_spaces import CIFAR_SPACE, ArchSpec, build_model, sample_archs  # noqa: E402
 
 DATA = ROOT.parent / "shared/data/cifar10_subset.npz"
 TRAINED_RECIPE = TrainRecipe(steps=1500, report_every=1500)
-PROXY_BATCH = 64  # images per zero-cost proxy minibatch
 RESULTS = ROOT / "benchmarks/results"
 
 
@@ -54,7 +54,7 @@ def _train(spec: ArchSpec, data, seed: int) -> tuple[float, float]:
 
 def _proxy_scores(spec: ArchSpec, data, seed: int, names) -> dict:
     """``{name: {"value", "seconds"}}`` of the proxies `names` on `spec`, all on one seeded minibatch."""
-    images, labels = next(batches(data.x_train, data.y_train, PROXY_BATCH, 32, shuffle=True, seed=seed))
+    images, labels = proxy_minibatch(data, 32, seed)
     scores = {}
     for name in names:
         result = score(name, spec, images, labels, seed=seed, num_classes=data.num_classes, resolution=32,
@@ -85,7 +85,7 @@ def _add_new_proxies(rows: list[dict], data, seed: int, scorer=None) -> int:
 
 def _az_nas(spec: ArchSpec, data, seed: int) -> dict:
     """AZ-NAS's components of `spec` on the zero-cost proxies' minibatch, with their run time."""
-    images, _ = next(batches(data.x_train, data.y_train, PROXY_BATCH, 32, shuffle=True, seed=seed))
+    images, _ = proxy_minibatch(data, 32, seed)
     torch.manual_seed(seed)
     started = time.perf_counter()
     values = az_nas_components(build_model(spec, num_classes=data.num_classes), images)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nas.data import batches
+from nas.data import ImageData, batches
 from nas.proxies import PROXIES, ProxyError, ProxyResult, ReportFn, score
 from search_spaces import ArchSpec, SpecError, count_params, module_flops, build_model
 
-__all__ = ["EvalRequest", "ProxyData", "Outcome", "evaluate", "PROXY_BATCH"]
+__all__ = ["EvalRequest", "ProxyData", "Outcome", "evaluate", "proxy_minibatch", "PROXY_BATCH"]
 
 PROXY_BATCH = 64  # images in the minibatch of the zero-cost data proxies
 
@@ -59,8 +59,10 @@ class Outcome:
     worker: str = ""
 
 
-def _minibatch(data: ProxyData, resolution: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same first shuffled batch for every architecture: proxies compare networks, not minibatches."""
+def proxy_minibatch(data: ProxyData | ImageData, resolution: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The zero-cost data proxies' minibatch: the first shuffled batch of `PROXY_BATCH` training images
+    ``[B, 3, resolution, resolution]`` with their labels ``[B]``, the same for every architecture (proxies compare
+    networks, not minibatches)."""
     return next(batches(data.x_train, data.y_train, PROXY_BATCH, resolution, shuffle=True, seed=seed))
 
 
@@ -85,7 +87,7 @@ def evaluate(request: EvalRequest, data: ProxyData | None = None, report: Report
                 kwargs.update(train_data=(data.x_train, data.y_train), test_data=(data.x_test, data.y_test),
                               report=report)
             else:
-                kwargs["images"], kwargs["labels"] = _minibatch(data, request.proxy_resolution, request.seed)
+                kwargs["images"], kwargs["labels"] = proxy_minibatch(data, request.proxy_resolution, request.seed)
         model = build_model(spec)
         params = count_params(model)
         cost_started = time.perf_counter()
