@@ -119,7 +119,8 @@ def cmd_measure(args: argparse.Namespace) -> None:
         networks = sample_archs(args.networks, args.seed + 1000)
         fit = table.fit_correction(networks)
         print(f"additivity correction from {fit.networks} networks measured end to end: network = "
-              f"sum(blocks) x ({fit.scale:.3f} + {fit.per_weight_mb:.4f} x weights MB) (median |error| "
+              f"{fit.scale:.3f} x sum(blocks) + {fit.ms_per_weight_mb:.4f} ms x weights MB + "
+              f"{fit.ms_per_activation_mb:.4f} ms x activations MB (median |error| "
               f"{fit.median_abs_err_before:.1%} -> {fit.median_abs_err_after:.1%})")
 
 

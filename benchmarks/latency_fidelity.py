@@ -9,8 +9,16 @@ a table measured while the machine ran at another speed is off by that much what
 errors are also reported with the measured times divided by that ratio (labelled; the goal is judged on the
 plain ones).
 
+With ``--fresh-table`` the table is measured by the run itself into a temporary database: the test architectures'
+blocks, then the additivity correction on `--correction-networks` other networks (sampled with seed + 1000, as
+`launch.py measure` does), then the test networks, all within minutes. That isolates the additive model from a
+table's staleness (a shared VM's speed wanders by several % over tens of minutes, networks and blocks alone not
+always the same way).
+
     python benchmarks/latency_fidelity.py --target cpu --archs 50
         -> benchmarks/results/latency-fidelity-cpu.json
+    python benchmarks/latency_fidelity.py --target cpu --archs 50 --fresh-table
+        -> benchmarks/results/latency-fidelity-cpu-fresh-table.json
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import argparse
 import dataclasses
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +38,7 @@ import numpy as np  # noqa: E402
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.blocks import decompose  # noqa: E402
 from latency_tables.measure import quick_settings, time_networks  # noqa: E402
-from latency_tables.predict import LatencyTable, open_table, weights_mb  # noqa: E402
+from latency_tables.predict import LatencyTable, activations_mb, open_table, weights_mb  # noqa: E402
 from latency_tables.targets import current_device_string, software_versions  # noqa: E402
 from search_spaces import DEFAULT_SPACE, sample_archs  # noqa: E402
 
@@ -55,10 +64,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="exactly this many timed repeats (quick, noisier runs)")
     parser.add_argument("--passes", type=int, default=4, help="passes over the networks (even; default 4)")
     parser.add_argument("--drift-blocks", type=int, default=24, help="stored entries timed again (0: skip)")
+    parser.add_argument("--fresh-table", action="store_true", help="measure a table (and its correction) in this "
+                        "run, into a temporary database, instead of using a stored one")
+    parser.add_argument("--correction-networks", type=int, default=40, help="with --fresh-table: networks the "
+                        "additivity correction is fitted on (default 40, as launch.py measure)")
     args = parser.parse_args(argv)
     if args.passes < 2 or args.passes % 2:
         parser.error("--passes must be even and at least 2")
-    table = open_table(args.target, db=args.latency_db, resolution=args.resolution)
+    if args.fresh_table and args.latency_db:
+        parser.error("--fresh-table measures its own table: leave out --latency-db")
+    with tempfile.TemporaryDirectory() as scratch:
+        db = Path(scratch) / "fresh.sqlite" if args.fresh_table else args.latency_db
+        return _run(args, open_table(args.target, db=db, resolution=args.resolution))
+
+
+def _run(args: argparse.Namespace, table: LatencyTable) -> int:
     if args.repeats:
         table = LatencyTable(table.target, table.db, quick_settings(table.settings, args.repeats))
     device = table.torch_device
@@ -66,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     specs = sample_archs(args.archs, args.seed, DEFAULT_SPACE)
     resolution = table.settings.resolution
     measured_now = table.measure_missing([b for spec in specs for b in decompose(spec, resolution)])
-    drift = table.drift(args.drift_blocks) if args.drift_blocks else None
+    if args.fresh_table:
+        fit = table.fit_correction(sample_archs(args.correction_networks, args.seed + 1000, DEFAULT_SPACE))
+        measured_now = len(table.entries())
+        print(f"fresh table: {measured_now} entries; correction {dataclasses.asdict(fit)}", flush=True)
+    drift = table.drift(args.drift_blocks) if args.drift_blocks and not args.fresh_table else None
     if drift is not None:
         print(f"{drift.blocks} stored entries timed again: now {drift.ratio:.3f}x their stored times", flush=True)
     per_pass: list[list[float]] = [[] for _ in specs]
@@ -85,10 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                          measured_ms=round(measured, 4), rel_err=round(error, 4),
                          retest_rel_diff=round(abs(first_ms - second_ms) / measured, 4),
                          weights_mb=round(weights_mb(decompose(spec, resolution), table.settings.dtype), 3),
+                         activations_mb=round(activations_mb(decompose(spec, resolution), table.settings.batch,
+                                                             table.settings.dtype), 3),
                          source=prediction.source, mixers=[s.mixer.kind for s in spec.stages],
                          stem_stride=spec.stem.stride))
     result = {
-        "target": table.target.name, "device": device_string, "archs": len(rows), "passes": args.passes,
+        "target": table.target.name, "device": device_string, "archs": len(rows), "seed": args.seed,
+        "passes": args.passes,
         **error_summary([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]),
         "retest_median_abs_rel_diff": statistics.median(r["retest_rel_diff"] for r in rows),
         "retest_p90_abs_rel_diff": float(np.percentile([r["retest_rel_diff"] for r in rows], 90)),
@@ -96,11 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         "drift_corrected": None if drift is None else error_summary(
             [r["predicted_ms"] for r in rows], [r["measured_ms"] / drift.ratio for r in rows]),
         "correction": None if table.correction() is None else dataclasses.asdict(table.correction()),
-        "entries_measured_for_this_run": measured_now, "table": table.db.url,
+        "entries_measured_for_this_run": measured_now, "fresh_table": args.fresh_table,
+        "table": "measured by this run (temporary)" if args.fresh_table else table.db.url,
         "settings": table.settings.to_dict(), "software": software_versions(),
         "date": time.strftime("%Y-%m-%d"), "rows": rows,
     }
-    out = args.out or ROOT / f"benchmarks/results/latency-fidelity-{table.target.name}.json"
+    suffix = "-fresh-table" if args.fresh_table else ""
+    out = args.out or ROOT / f"benchmarks/results/latency-fidelity-{table.target.name}{suffix}.json"
     write_json_atomic(out, result)
     print(f"within 5%: {result['within_5pct']:.0%}  within 10%: {result['within_10pct']:.0%}  median |err| "
           f"{result['median_abs_rel_err']:.1%}  p90 |err| {result['p90_abs_rel_err']:.1%}  spearman "

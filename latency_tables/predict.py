@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import logging
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from latency_tables.targets import TARGETS, Target, current_device_string, get_t
 from search_spaces import ArchSpec
 
 __all__ = ["AdditivityCorrection", "BlockLatency", "Drift", "StageLatency", "Prediction", "LatencyTable", "predict",
-           "open_table", "weights_mb", "NETWORK_PASSES"]
+           "open_table", "weights_mb", "activations_mb", "NETWORK_PASSES"]
 
 _log = logging.getLogger(__name__)
 CALIBRATION_SAMPLE = 150  # measured entries used to calibrate the estimator (block costs are traced, ~0.1 s each)
@@ -72,39 +73,51 @@ class Prediction:
 
 @dataclass(frozen=True)
 class AdditivityCorrection:
-    """``network_ms = sum(block entries) * (scale + per_weight_mb * weights_mb)``, fitted on networks measured end
-    to end on the table's device; ``weights_mb`` is the network's parameter footprint in the table's dtype.
+    """``network_ms = scale * sum(entries) + ms_per_weight_mb * weights MB + ms_per_activation_mb * activations MB``,
+    fitted on networks measured end to end on the table's device. Weights are the network's parameters, activations
+    the sum of its blocks' input tensors, both in MB (2**20 bytes) of the table's dtype at its batch.
 
-    Why: a block timed alone keeps its weights in the last-level cache between repeats; inside a network the
-    other blocks' weights and activations evict them, so every block runs slower, a little more so in networks
-    with more weights. On this CPU networks ran 1.05-1.42x the sum of their blocks (benchmarks/additivity.py).
+    Why: a block timed alone finds its weights and its input in the cache (it ran a moment ago); inside a network
+    the other blocks' weights and activations evict them, so each block also pays for bringing its bytes back
+    from memory (on this CPU networks ran 1.05-1.42x the sum of their blocks, benchmarks/additivity.py). Per
+    byte, not per millisecond: a compute-bound block (global attention over 3136 tokens) runs as fast in a
+    network as alone, and the earlier ``sum * (scale + c * weights MB)`` predicted such a network 17% over.
+    Each block's share is `block_ms`.
     """
     scale: float
-    per_weight_mb: float
+    ms_per_weight_mb: float
+    ms_per_activation_mb: float
     networks: int
     median_abs_err_before: float
     median_abs_err_after: float
 
-    def factor(self, weights_mb: float) -> float:
-        """What every block entry of a network with `weights_mb` MB of weights is multiplied by."""
-        return self.scale + self.per_weight_mb * weights_mb
+    def block_ms(self, entry_ms: float, weights_mb: float, activations_mb: float) -> float:
+        """The latency in a network of a block whose entry is `entry_ms`, with these weights and input (MB)."""
+        return self.scale * entry_ms + self.ms_per_weight_mb * weights_mb + self.ms_per_activation_mb * activations_mb
 
     @staticmethod
-    def fit(samples: list[tuple[float, float, float]]) -> AdditivityCorrection:
-        """From ``(sum of entries ms, weights MB, measured ms)`` per network; least squares on relative error."""
+    def fit(samples: list[tuple[float, float, float, float]]) -> AdditivityCorrection:
+        """From ``(sum of entries ms, weights MB, activations MB, measured ms)`` per network: least squares on the
+        relative error, with the per-MB costs kept >= 0 (a term that fits negative is dropped and the rest refit)."""
         if len(samples) < 3:
             raise EstimationError(f"need at least 3 networks measured end to end to fit a correction, got "
                                   f"{len(samples)}")
-        sums, weights_mb, measured = (np.array(column, dtype=float) for column in zip(*samples))
-        ratio = sums / measured
-        design = np.stack([ratio, ratio * weights_mb], axis=1)
-        (scale, per_weight_mb), *_ = np.linalg.lstsq(design, np.ones_like(measured), rcond=None)
-        if per_weight_mb < 0:  # bigger networks cannot gain from their size: fit the scale alone
-            scale, per_weight_mb = float(np.sum(ratio) / np.sum(ratio ** 2)), 0.0
-        predicted = sums * (scale + per_weight_mb * weights_mb)
+        sums, weights, activations, measured = (np.array(column, dtype=float) for column in zip(*samples))
+        columns = {"scale": sums, "weights": weights, "activations": activations}
+        kept = list(columns)
+        while True:
+            design = np.stack([columns[name] / measured for name in kept], axis=1)
+            solution, *_ = np.linalg.lstsq(design, np.ones_like(measured), rcond=None)
+            coefficients = dict(zip(kept, solution))
+            negative = [name for name in kept[1:] if coefficients[name] < 0]
+            if not negative:
+                break
+            kept.remove(min(negative, key=coefficients.get))
+        scale, per_weight, per_activation = (float(coefficients.get(name, 0.0)) for name in columns)
+        predicted = scale * sums + per_weight * weights + per_activation * activations
         before = float(np.median(np.abs(sums - measured) / measured))
         after = float(np.median(np.abs(predicted - measured) / measured))
-        return AdditivityCorrection(float(scale), float(per_weight_mb), len(samples), before, after)
+        return AdditivityCorrection(scale, per_weight, per_activation, len(samples), before, after)
 
     @staticmethod
     def from_record(fit: dict) -> AdditivityCorrection | None:
@@ -130,6 +143,11 @@ class Drift:
 def weights_mb(blocks: list[Block], dtype: str) -> float:
     """Parameter footprint of a network's blocks in MB (2**20 bytes) of `dtype`."""
     return sum(block_params(b) for b in blocks) * DTYPE_BYTES[dtype] / 2**20
+
+
+def activations_mb(blocks: list[Block], batch: int, dtype: str) -> float:
+    """Sum of the blocks' input tensors ``[batch, C, H, W]`` in MB (2**20 bytes) of `dtype`."""
+    return sum(batch * math.prod(b.in_shape) for b in blocks) * DTYPE_BYTES[dtype] / 2**20
 
 
 def _stage_name(block: Block, num_stages: int) -> str:
@@ -176,7 +194,8 @@ class LatencyTable:
         for spec, network_ms in zip(specs, measured):
             blocks = decompose(spec, self.settings.resolution)
             samples.append((sum(entries[(b.key, b.in_shape)].median_ms for b in blocks),
-                            weights_mb(blocks, self.settings.dtype), network_ms))
+                            weights_mb(blocks, self.settings.dtype),
+                            activations_mb(blocks, self.settings.batch, self.settings.dtype), network_ms))
         fit = AdditivityCorrection.fit(samples)
         record = {"fit": dataclasses.asdict(fit), "networks": [s.digest() for s in specs], "samples": samples,
                   "device": current_device_string(self.target)}
@@ -216,7 +235,8 @@ class LatencyTable:
         """Measured entries by (block key, input shape); the newest wins where devices or versions differ."""
         if self._entries is None:
             found: dict[tuple[str, tuple[int, int, int]], Measurement] = {}
-            for key, measurement in self.db.entries(target=self.target.name, implementation=self.settings.implementation,
+            for key, measurement in self.db.entries(target=self.target.name,
+                                                    implementation=self.settings.implementation,
                                                     dtype=self.settings.dtype, batch=self.settings.batch):
                 index = (key.block_key, (key.channels, key.height, key.width))
                 if index not in found or found[index].measured_at < measurement.measured_at:
@@ -299,15 +319,18 @@ class LatencyTable:
     def predict(self, spec: ArchSpec) -> Prediction:
         blocks = decompose(spec, self.settings.resolution)
         entries, correction = self.entries(), self.correction()
-        factor = 1.0 if correction is None else correction.factor(weights_mb(blocks, self.settings.dtype))
         parts: list[BlockLatency] = []
         for block in blocks:
             measurement = entries.get((block.key, block.in_shape))
             if measurement is not None:
-                parts.append(BlockLatency(block, factor * measurement.median_ms, "measured"))
+                latency_ms, source = measurement.median_ms, "measured"
             else:
-                cost = block_cost(block, self.settings.batch, self.settings.dtype)
-                parts.append(BlockLatency(block, factor * self.roofline().predict_ms(cost), "estimated"))
+                latency_ms = self.roofline().predict_ms(block_cost(block, self.settings.batch, self.settings.dtype))
+                source = "estimated"
+            if correction is not None:  # from alone to inside a network
+                latency_ms = correction.block_ms(latency_ms, weights_mb([block], self.settings.dtype),
+                                                 activations_mb([block], self.settings.batch, self.settings.dtype))
+            parts.append(BlockLatency(block, latency_ms, source))
         stages: dict[str, list[BlockLatency]] = {}
         for part in parts:
             stages.setdefault(_stage_name(part.block, len(spec.stages)), []).append(part)

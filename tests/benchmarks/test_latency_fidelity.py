@@ -39,3 +39,23 @@ def test_odd_passes_are_refused(capsys) -> None:
     with pytest.raises(SystemExit):
         latency_fidelity.main(["--passes", "3"])
     assert "--passes must be even" in capsys.readouterr().err
+
+
+def test_fresh_table_is_measured_and_corrected_in_the_run_and_writes_only_its_result(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "fresh.json"
+    assert latency_fidelity.main(["--target", "cpu", "--archs", "2", "--resolution", "32", "--repeats", "2",
+                                  "--fresh-table", "--correction-networks", "3", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["fresh_table"] is True and result["table"] == "measured by this run (temporary)"
+    assert result["correction"]["networks"] == 3 and result["table_drift"] is None
+    assert result["entries_measured_for_this_run"] > 10
+    assert all(row["source"] == "measured (cpu table); additivity-corrected on 3 networks" and
+               row["activations_mb"] > 0 for row in result["rows"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.json"]  # no table left beside it
+
+
+def test_fresh_table_refuses_a_stored_one(capsys) -> None:
+    with pytest.raises(SystemExit):
+        latency_fidelity.main(["--fresh-table", "--latency-db", "x.sqlite"])
+    assert "--fresh-table measures its own table" in capsys.readouterr().err

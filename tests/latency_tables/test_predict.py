@@ -10,7 +10,7 @@ import pytest
 from latency_tables.blocks import decompose
 from latency_tables.estimate import BlockCost, EstimationError, Roofline, calibrate
 from latency_tables.measure import Timing
-from latency_tables.predict import LatencyTable, default_settings, weights_mb
+from latency_tables.predict import LatencyTable, activations_mb, default_settings, weights_mb
 from latency_tables.storage import LatencyDB, Measurement
 from latency_tables.targets import TargetUnavailableError, get_target
 from search_spaces import REFERENCE_ARCHS, TINY_ARCHS, build_model
@@ -118,29 +118,36 @@ def test_reference_archs_decompose_at_224() -> None:
         assert sum(b.role == "block" for b in decompose(spec, 224)) == sum(s.depth for s in spec.stages)
 
 
-def test_additivity_correction_recovers_scale_and_weight_slope() -> None:
+def test_additivity_correction_recovers_scale_and_per_mb_costs() -> None:
     from latency_tables.predict import AdditivityCorrection
-    samples = [(s, w, s * (1.06 + 0.004 * w)) for s, w in [(10.0, 12.5), (25.0, 41.0), (4.0, 3.3), (60.0, 88.0),
-                                                            (8.0, 7.0)]]
+    shapes = [(10.0, 12.5, 3.1), (25.0, 41.0, 2.2), (4.0, 3.3, 0.7), (60.0, 88.0, 9.4), (8.0, 7.0, 5.5)]
+    samples = [(s, w, a, 1.06 * s + 0.035 * w + 0.4 * a) for s, w, a in shapes]
     fit = AdditivityCorrection.fit(samples)
-    assert fit.scale == pytest.approx(1.06, rel=1e-6) and fit.per_weight_mb == pytest.approx(0.004, rel=1e-5)
-    assert fit.factor(50.0) == pytest.approx(1.26)
+    assert fit.scale == pytest.approx(1.06, rel=1e-6) and fit.ms_per_weight_mb == pytest.approx(0.035, rel=1e-5)
+    assert fit.ms_per_activation_mb == pytest.approx(0.4, rel=1e-5)
+    assert fit.block_ms(2.0, 10.0, 0.5) == pytest.approx(2.12 + 0.35 + 0.2)
     assert fit.median_abs_err_after < 1e-9 < fit.median_abs_err_before
     with pytest.raises(EstimationError, match="at least 3 networks"):
         AdditivityCorrection.fit(samples[:2])
 
 
-def test_a_correction_that_would_shrink_with_size_falls_back_to_one_scale() -> None:
+def test_a_per_mb_cost_that_fits_negative_is_dropped_and_the_rest_refit() -> None:
     from latency_tables.predict import AdditivityCorrection
-    samples = [(s, w, s * (1.3 - 0.002 * w)) for s, w in [(10.0, 12.5), (25.0, 41.0), (4.0, 3.3), (60.0, 88.0)]]
-    fit = AdditivityCorrection.fit(samples)
-    assert fit.per_weight_mb == 0.0 and 1.12 < fit.scale < 1.3
+    shapes = [(10.0, 12.5, 3.1), (25.0, 41.0, 2.2), (4.0, 3.3, 0.7), (60.0, 88.0, 9.4), (8.0, 7.0, 5.5)]
+    fit = AdditivityCorrection.fit([(s, w, a, 1.2 * s - 0.01 * w + 0.3 * a) for s, w, a in shapes])
+    assert fit.ms_per_weight_mb == 0.0 and fit.scale > 0 and fit.ms_per_activation_mb >= 0
+    both_negative = AdditivityCorrection.fit([(s, w, a, 1.3 * s - 0.02 * w - 0.5 * a) for s, w, a in shapes])
+    assert both_negative.ms_per_activation_mb == 0.0  # the more negative term goes first; the others refit
+    assert both_negative.ms_per_weight_mb >= 0.0 and both_negative.scale > 0
 
 
-def test_an_older_stored_correction_is_ignored_not_fatal(tmp_path) -> None:
+@pytest.mark.parametrize("old_fit", [
+    {"scale": 1.2, "per_block_ms": 0.0},
+    {"scale": 1.146, "per_weight_mb": 0.0004},  # network = sum x (scale + per_weight_mb x MB), until 2026-11-21
+])
+def test_an_older_stored_correction_is_ignored_not_fatal(tmp_path, old_fit) -> None:
     table = _table(tmp_path)
-    old = {"fit": {"scale": 1.2, "per_block_ms": 0.0, "networks": 3, "median_abs_err_before": 0.1,
-                   "median_abs_err_after": 0.05}}
+    old = {"fit": {**old_fit, "networks": 3, "median_abs_err_before": 0.1, "median_abs_err_after": 0.05}}
     table.db.set_info(table._correction_key, json.dumps(old))
     assert _table(tmp_path).correction() is None
 
@@ -152,6 +159,14 @@ def test_weights_mb_counts_every_blocks_parameters() -> None:
     assert weights_mb(decompose(spec, 32), "bf16") == pytest.approx(params * 2 / 2**20)
 
 
+def test_activations_mb_sums_the_blocks_inputs_at_the_batch() -> None:
+    blocks = decompose(TINY_ARCHS["tiny_window"], 37)
+    assert blocks[0].in_shape == (3, 37, 37)
+    elements = sum(b.in_shape[0] * b.in_shape[1] * b.in_shape[2] for b in blocks)
+    assert activations_mb(blocks, 3, "fp32") == pytest.approx(3 * elements * 4 / 2**20)
+    assert activations_mb(blocks[:1], 1, "bf16") == pytest.approx(3 * 37 * 37 * 2 / 2**20)
+
+
 def test_fitted_correction_is_stored_and_applied(tmp_path) -> None:
     table = _table(tmp_path)
     specs = [TINY_ARCHS["tiny_conv"], TINY_ARCHS["tiny_window"], TINY_ARCHS["tiny_qna"]]
@@ -160,7 +175,11 @@ def test_fitted_correction_is_stored_and_applied(tmp_path) -> None:
     reopened = _table(tmp_path)  # the fit lives in the database
     assert reopened.correction() == fit
     prediction = reopened.predict(specs[0])
-    assert prediction.latency_ms == pytest.approx(raw * fit.factor(weights_mb(decompose(specs[0], 32), "fp32")))
+    blocks = decompose(specs[0], 32)
+    expected = fit.scale * raw + fit.ms_per_weight_mb * weights_mb(blocks, "fp32") + \
+        fit.ms_per_activation_mb * activations_mb(blocks, 1, "fp32")
+    assert prediction.latency_ms == pytest.approx(expected)
+    assert sum(part.latency_ms for part in prediction.blocks) == pytest.approx(expected)
     assert prediction.source == "measured (cpu table); additivity-corrected on 3 networks"
 
 
