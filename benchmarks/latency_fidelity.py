@@ -38,8 +38,9 @@ import numpy as np  # noqa: E402
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.blocks import decompose  # noqa: E402
 from latency_tables.measure import quick_settings, time_networks  # noqa: E402
-from latency_tables.predict import LatencyTable, activations_mb, open_table, weights_mb  # noqa: E402
-from latency_tables.targets import current_device_string, software_versions  # noqa: E402
+from latency_tables.predict import LatencyTable, activations_mb, default_settings, open_table, weights_mb  # noqa: E402
+from latency_tables.storage import LatencyDB  # noqa: E402
+from latency_tables.targets import current_device_string, get_target, software_versions  # noqa: E402
 from search_spaces import DEFAULT_SPACE, sample_archs  # noqa: E402
 
 
@@ -73,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--passes must be even and at least 2")
     if args.fresh_table and args.latency_db:
         parser.error("--fresh-table measures its own table: leave out --latency-db")
-    with tempfile.TemporaryDirectory() as scratch:
-        db = Path(scratch) / "fresh.sqlite" if args.fresh_table else args.latency_db
-        return _run(args, open_table(args.target, db=db, resolution=args.resolution))
+    if not args.fresh_table:
+        return _run(args, open_table(args.target, db=args.latency_db, resolution=args.resolution))
+    target = get_target(args.target)
+    with tempfile.TemporaryDirectory() as scratch, LatencyDB(Path(scratch) / "fresh.sqlite") as db:
+        return _run(args, LatencyTable(target, db, default_settings(target, resolution=args.resolution)))
 
 
 def _run(args: argparse.Namespace, table: LatencyTable) -> int:
