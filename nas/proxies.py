@@ -19,6 +19,11 @@ Proxies (``PROXIES``; ``DATA_FREE`` lists those that need no images):
   the value finite when two inputs share a code (``K_H`` singular): ``K_H + I`` has every eigenvalue >= 1, so the
   value is >= 0, and for a fixed ``N_A`` its minimum, ``log(B * N_A + 1)``, is reached exactly when all inputs share
   one code. It is at most ``B * log(N_A + 1)`` (Hadamard). ``details`` gives ``units`` (N_A) and ``batch`` (B).
+- ``swap`` (Peng et al., ICLR 2024, "SWAP-Score" without its size regulariser): the same binary codes as
+  ``naswot``, read per unit instead of per input: each unit's pattern over the B inputs; value: the number of
+  distinct patterns. The paper's code hooks ReLUs on 4-D feature maps only; here the token MLPs' GELUs count
+  too, as for ``naswot``. ``details`` gives ``units``. At B = 64 nearly every unit has a pattern of its own, so
+  the score is close to the count of activations (benchmarks/proxy_quality.py).
 - ``grad_norm``: ``sum_theta ||dL/dtheta||_2`` after one cross-entropy backward on the minibatch (train mode).
 - ``snip`` (Lee et al., 2019, as a proxy by Abdelfattah et al., 2021): ``sum |theta * dL/dtheta|``, same backward.
 - ``zico`` (Li et al., 2023): the minibatch is split in `ZICO_SPLITS` parts, one backward each; for every parameter
@@ -35,14 +40,16 @@ Proxies (``PROXIES``; ``DATA_FREE`` lists those that need no images):
   only the layers that compute features are hooked, and tokens are positions, as pixels are. The paper's full
   variant (all C channels) is degenerate here: at CIFAR scale nearly every layer has more channels than
   positions, its matrix is singular, and 27 of the 30 benchmark networks scored within 0.06 of 0
-  (``meco_score(..., channels=None)``: Spearman -0.41 with trained accuracy; this variant 0.57,
+  (``meco_score(..., channels=None)``: Spearman -0.41 with trained accuracy where this variant scored 0.57,
+  both before every network was trained twice; this variant 0.63 against the mean of two trainings,
   benchmarks/proxy_quality.py). ``details`` gives ``layers``.
 - ``short_train``: `TrainRecipe` (AdamW, warmup + cosine, label smoothing; `nas.data.batches` with random crop +
-  flip) for ``steps`` steps on the training split, then top-1 accuracy on the test split in [0, 1]; intermediate accuracies every
-  ``report_every`` steps go to an optional ``report(step, accuracy) -> bool`` (True stops training: Optuna pruning).
+  flip) for ``steps`` steps on the training split, then top-1 accuracy on the test split in [0, 1]; intermediate
+  accuracies every ``report_every`` steps go to an optional ``report(step, accuracy) -> bool`` (True stops
+  training: Optuna pruning).
 
-The data proxies (``grad_norm``, ``snip``, ``zico``, ``naswot``, ``meco``) use the model they are given: its mode,
-gradients and BatchNorm statistics change. `score` always hands them a freshly built network.
+The data proxies (``grad_norm``, ``snip``, ``zico``, ``naswot``, ``swap``, ``meco``) use the model they are given:
+its mode, gradients and BatchNorm statistics change. `score` always hands them a freshly built network.
 """
 from __future__ import annotations
 
@@ -178,19 +185,30 @@ def naswot_score(model: nn.Module, images: torch.Tensor) -> tuple[float, int]:
     batch = images.shape[0]
     kernel = torch.zeros(batch, batch, dtype=torch.float64, device=images.device)
     units = 0
+    for layer_codes in _activation_codes(model, images, "naswot"):
+        codes = layer_codes.to(torch.float64)
+        kernel += codes @ codes.T + (1.0 - codes) @ (1.0 - codes).T
+        units += codes.shape[1]
+    sign, logdet = torch.linalg.slogdet(kernel + torch.eye(batch, dtype=torch.float64, device=kernel.device))
+    if sign.item() <= 0 or not math.isfinite(logdet.item()):
+        raise ProxyError(f"naswot: K_H + I has sign {sign.item()} and log|det| {logdet.item()}")
+    return logdet.item(), units
+
+
+def _activation_codes(model: nn.Module, images: torch.Tensor, proxy: str) -> Iterator[torch.Tensor]:
+    """Forward `images` ``[B, 3, R, R]`` in train mode; yields each ReLU/GELU output's codes ``x > 0`` as a bool
+    ``[B, units]`` tensor, in the order the modules ran."""
+    batch, codes = images.shape[0], []
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal kernel, units
         if output.shape[0] != batch:
-            raise ProxyError(f"naswot: {type(module).__name__} output has leading dim {output.shape[0]}, not the "
+            raise ProxyError(f"{proxy}: {type(module).__name__} output has leading dim {output.shape[0]}, not the "
                              f"batch {batch}; its units cannot be assigned to inputs")
-        codes = (output.detach() > 0).reshape(batch, -1).to(torch.float64)
-        kernel = kernel + codes @ codes.T + (1.0 - codes) @ (1.0 - codes).T
-        units += codes.shape[1]
+        codes.append((output.detach() > 0).reshape(batch, -1))
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.GELU))]
     if not handles:
-        raise ProxyError("naswot: the network has no nn.ReLU or nn.GELU module to take activation codes from")
+        raise ProxyError(f"{proxy}: the network has no nn.ReLU or nn.GELU module to take activation codes from")
     try:
         model.train()
         with torch.no_grad():
@@ -198,11 +216,18 @@ def naswot_score(model: nn.Module, images: torch.Tensor) -> tuple[float, int]:
     finally:
         for handle in handles:
             handle.remove()
-    _check_finite_output(output, "naswot")
-    sign, logdet = torch.linalg.slogdet(kernel + torch.eye(batch, dtype=torch.float64, device=kernel.device))
-    if sign.item() <= 0 or not math.isfinite(logdet.item()):
-        raise ProxyError(f"naswot: K_H + I has sign {sign.item()} and log|det| {logdet.item()}")
-    return logdet.item(), units
+    _check_finite_output(output, proxy)
+    yield from codes
+
+
+def swap_score(model: nn.Module, images: torch.Tensor) -> tuple[float, int]:
+    """SWAP: the number of distinct per-unit activation patterns over `images` ``[B, 3, R, R]``; returns (score,
+    units). Patterns are packed 62 inputs to an int64 word, so counting them is one `torch.unique` over words."""
+    codes = torch.cat(list(_activation_codes(model, images, "swap")), dim=1).T  # [units, B]
+    weights = 2 ** torch.arange(62, dtype=torch.int64, device=codes.device)
+    words = torch.stack([(chunk.long() * weights[:chunk.shape[1]]).sum(dim=1) for chunk in codes.split(62, dim=1)],
+                        dim=1)  # [units, ceil(B / 62)]
+    return float(torch.unique(words, dim=0).shape[0]), codes.shape[0]
 
 
 def grad_norm_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -435,6 +460,11 @@ def _naswot(job: ProxyJob) -> tuple[float, dict]:
     return value, {"units": units, "batch": int(job.images.shape[0])}
 
 
+def _swap(job: ProxyJob) -> tuple[float, dict]:
+    value, units = swap_score(job.build(), job.images)
+    return value, {"units": units, "batch": int(job.images.shape[0])}
+
+
 def _grad_norm(job: ProxyJob) -> tuple[float, dict]:
     return grad_norm_score(job.build(), job.images, job.labels), {}
 
@@ -462,6 +492,8 @@ PROXIES: dict[str, Proxy] = {p.name: p for p in (
     Proxy("flops", False, "multiply-adds of one image at the given resolution (baseline)", _flops),
     Proxy("synflow", False, "log10 synaptic flow of |theta| on an all-ones input (Tanaka et al., 2020)", _synflow),
     Proxy("naswot", True, "log|K_H + I| of ReLU/GELU activation codes (Mellor et al., 2021)", _naswot),
+    Proxy("swap", True, "distinct per-unit ReLU/GELU activation patterns over the minibatch (Peng et al., 2024)",
+          _swap),
     Proxy("grad_norm", True, "sum of gradient L2 norms after one cross-entropy backward", _grad_norm),
     Proxy("snip", True, "sum |theta * grad| after one cross-entropy backward (SNIP)", _snip),
     Proxy("zico", True, "sum over tensors of log(sum mean|g| / std g) across minibatches (Li et al., 2023)", _zico),

@@ -148,6 +148,28 @@ def test_naswot_is_at_its_minimum_when_every_input_shares_one_code(batch) -> Non
     assert same.value < distinct.value <= b * math.log(units + 1)  # Hadamard: det <= product of the diagonal
 
 
+def _sign_patterns(patterns: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Images ``[B, 3, R, R]`` whose flattened unit u is +1 where ``patterns[u, b]`` and -1 elsewhere."""
+    units, batch = patterns.shape
+    values = torch.where(patterns.T, 1.0, -1.0)  # [B, units]
+    return torch.cat([values, -torch.ones(batch, 3 * resolution**2 - units)], dim=1).reshape(batch, 3, resolution,
+                                                                                             resolution)
+
+
+@pytest.mark.parametrize("batch_size", [5, 70])  # 70: patterns span two packed words
+def test_swap_counts_distinct_unit_patterns_over_the_batch(batch_size: int) -> None:
+    bits = torch.arange(batch_size).clamp(max=62)
+    patterns = ((torch.arange(1, 10)[:, None] >> bits) & 1).bool()  # unit u: the bits of u + 1, all distinct
+    patterns[3] = patterns[1]  # units 1, 3 and 6 share a pattern
+    patterns[6] = patterns[1]
+    patterns[7] = patterns[8].clone()
+    patterns[7, -1] = ~patterns[8, -1]  # differ only at the last input
+    model = nn.Sequential(nn.Flatten(), nn.ReLU())  # every pixel is a unit; 3 x 5 x 5 - 9 of them always off
+    value, units = proxies.swap_score(model, _sign_patterns(patterns, 5))
+    assert units == 75
+    assert value == 9 - 2 + 1  # 9 patterns, two repeats, plus the all-off pattern of the 66 padding units
+
+
 def test_zico_is_zero_when_both_minibatch_parts_give_the_same_gradients(batch) -> None:
     images, labels = batch
     half = images.shape[0] // 2
