@@ -227,7 +227,9 @@ def swap_score(model: nn.Module, images: torch.Tensor) -> tuple[float, int]:
     weights = 2 ** torch.arange(62, dtype=torch.int64, device=codes.device)
     words = torch.stack([(chunk.long() * weights[:chunk.shape[1]]).sum(dim=1) for chunk in codes.split(62, dim=1)],
                         dim=1)  # [units, ceil(B / 62)]
-    return float(torch.unique(words, dim=0).shape[0]), codes.shape[0]
+    # one word a unit (B <= 62): a flat unique, ~50x quicker at 224x224 than the row-wise one
+    distinct = torch.unique(words[:, 0]) if words.shape[1] == 1 else torch.unique(words, dim=0)
+    return float(distinct.shape[0]), codes.shape[0]
 
 
 def grad_norm_score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
