@@ -108,12 +108,12 @@ def _run(args: argparse.Namespace, table: LatencyTable) -> int:
         prediction = table.predict(spec)
         error = (prediction.latency_ms - measured) / measured
         first_ms, second_ms = statistics.median(times[:half]), statistics.median(times[half:])
+        blocks = [part.block for part in prediction.blocks]
         rows.append(dict(digest=spec.digest(), predicted_ms=round(prediction.latency_ms, 4),
                          measured_ms=round(measured, 4), rel_err=round(error, 4),
                          retest_rel_diff=round(abs(first_ms - second_ms) / measured, 4),
-                         weights_mb=round(weights_mb(decompose(spec, resolution), table.settings.dtype), 3),
-                         activations_mb=round(activations_mb(decompose(spec, resolution), table.settings.batch,
-                                                             table.settings.dtype), 3),
+                         weights_mb=round(weights_mb(blocks, table.settings.dtype), 3),
+                         activations_mb=round(activations_mb(blocks, table.settings.batch, table.settings.dtype), 3),
                          source=prediction.source, mixers=[s.mixer.kind for s in spec.stages],
                          stem_stride=spec.stem.stride))
     result = {
