@@ -127,13 +127,24 @@ def cmd_measure(args: argparse.Namespace) -> None:
 def _check_drift(table, sample: int) -> None:
     from latency_tables.estimate import EstimationError
     try:
-        drift = table.drift(sample)
+        drifts = [table.drift(sample), table.network_drift()]
     except EstimationError as error:
         raise UsageError(str(error)) from None
-    verdict = ("within 5%: the table fits this machine now" if abs(drift.ratio - 1) <= 0.05 else
-               "the table is stale for this machine now: measure a new one (another --latency-db) to predict it")
-    print(f"{drift.blocks} stored entries of the {table.target.name} table timed again: now {drift.ratio:.3f}x their "
-          f"stored times (p20 {drift.p20:.3f}x, p80 {drift.p80:.3f}x); {verdict}")
+    for drift in filter(None, drifts):
+        stored = "stored entries" if drift.what == "entries" else "networks of its additivity correction"
+        print(f"{drift.timed} {stored} timed again: now {drift.ratio:.3f}x their stored times (p20 {drift.p20:.3f}x, "
+              f"p80 {drift.p80:.3f}x)")
+    entries, networks = drifts
+    if networks is None:
+        verdict = ("within 5%: the table fits this machine now" if abs(entries.ratio - 1) <= 0.05 else
+                   "the table is stale for this machine now: measure a new one (another --latency-db) to predict it")
+        print(f"{table.target.name} table: {verdict} (it has no correction with stored networks to check)")
+    elif abs(networks.ratio - 1) <= 0.05:
+        print(f"{table.target.name} table: its networks run within 5% of their fitted times: it fits this machine now")
+    else:
+        print(f"{table.target.name} table: its networks run {networks.ratio:.2f}x their fitted times: refit the "
+              f"correction before trusting a budget (`launch.py measure --target {table.target.name} --archs N` with "
+              f"the N it was measured with re-times only its networks when no block is missing)")
 
 
 def cmd_costs(args: argparse.Namespace) -> None:
@@ -325,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--networks", type=int, default=40, help="networks (sampled with seed + 1000) to measure "
                          "end to end to fit the table's additivity correction; 0 skips it")
     measure.add_argument("--check", type=_positive_int, nargs="?", const=24, metavar="BLOCKS",
-                         help="measure nothing: time this many stored entries again (default 24) and say how far "
-                         "this machine now runs from the table")
+                         help="measure nothing: time this many stored entries (default 24) and 8 of the correction's "
+                         "networks again and say how far this machine now runs from the table")
     measure.set_defaults(run=cmd_measure)
     costs = commands.add_parser("costs", help="count FLOPs, bytes and ops of every block of the space once, for "
                                 "the roofline estimates of blocks no table has measured")

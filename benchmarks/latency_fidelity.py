@@ -7,13 +7,15 @@ the rank correlation, and how far the first half of the passes lands from the se
 beat on this machine. Before the networks, a sample of the table's entries is timed again (`LatencyTable.drift`):
 a table measured while the machine ran at another speed is off by that much whatever its additivity, so the
 errors are also reported with the measured times divided by that ratio (labelled; the goal is judged on the
-plain ones).
+plain ones). Eight of the correction's networks are timed again too (`LatencyTable.network_drift`).
 
-With ``--fresh-table`` the table is measured by the run itself into a temporary database: the test architectures'
-blocks, then the additivity correction on `--correction-networks` other networks (sampled with seed + 1000, as
-`launch.py measure` does), then the test networks, all within minutes. That isolates the additive model from a
-table's staleness (a shared VM's speed wanders by several % over tens of minutes, networks and blocks alone not
-always the same way).
+With ``--fresh-table`` the table is measured by the run itself into a temporary database: the blocks of the test
+architectures and of `--correction-networks` other networks (sampled with seed + 1000, as `launch.py measure`
+does); then the correction networks and the test networks are timed end to end in the same passes, alternated, and
+the additivity correction is fitted on the correction networks alone. That isolates the additive model from a
+table's staleness: a shared VM's speed wanders by several % over tens of minutes, networks and blocks alone not
+always the same way, so a correction timed even minutes before the test networks carries that wander into the
+errors (the first fresh-table runs did so: results/latency-fidelity-cpu-fresh-table*-sequential.json).
 
     python benchmarks/latency_fidelity.py --target cpu --archs 50
         -> benchmarks/results/latency-fidelity-cpu.json
@@ -54,6 +56,13 @@ def error_summary(predicted: list[float], measured: list[float]) -> dict:
             "median_rel_err": statistics.median(signed), "spearman": spearman(predicted, measured)}
 
 
+def _interleave(first: list, second: list) -> list:
+    """`first` and `second` alternated while both last, then the rest of the longer: in every pass over the list
+    both are timed across the whole pass."""
+    merged = [item for pair in zip(first, second) for item in pair]
+    return merged + first[len(second):] + second[len(first):]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="cpu")
@@ -88,23 +97,29 @@ def _run(args: argparse.Namespace, table: LatencyTable) -> int:
     device_string = current_device_string(table.target)
     specs = sample_archs(args.archs, args.seed, DEFAULT_SPACE)
     resolution = table.settings.resolution
-    measured_now = table.measure_missing([b for spec in specs for b in decompose(spec, resolution)])
-    if args.fresh_table:
-        fit = table.fit_correction(sample_archs(args.correction_networks, args.seed + 1000, DEFAULT_SPACE))
-        measured_now = len(table.entries())
-        print(f"fresh table: {measured_now} entries; correction {dataclasses.asdict(fit)}", flush=True)
+    correction_specs = (sample_archs(args.correction_networks, args.seed + 1000, DEFAULT_SPACE)
+                        if args.fresh_table else [])
+    measured_now = table.measure_missing([b for spec in specs + correction_specs
+                                          for b in decompose(spec, resolution)])
     drift = table.drift(args.drift_blocks) if args.drift_blocks and not args.fresh_table else None
-    if drift is not None:
-        print(f"{drift.blocks} stored entries timed again: now {drift.ratio:.3f}x their stored times", flush=True)
-    per_pass: list[list[float]] = [[] for _ in specs]
+    network_drift = table.network_drift() if args.drift_blocks and not args.fresh_table else None
+    for timed in filter(None, (drift, network_drift)):
+        print(f"{timed.timed} stored {timed.what} timed again: now {timed.ratio:.3f}x their stored times", flush=True)
+    timed = _interleave(specs, correction_specs)
+    per_pass: list[list[float]] = [[] for _ in timed]
 
     def record(pass_index: int, i: int, ms: float) -> None:
         per_pass[i].append(ms)
-        print(f"pass {pass_index + 1} [{i + 1:>3}/{len(specs)}] measured {ms:9.3f} ms", flush=True)
-    medians = time_networks(specs, table.settings, device, args.passes, record)
+        print(f"pass {pass_index + 1} [{i + 1:>3}/{len(timed)}] measured {ms:9.3f} ms", flush=True)
+    medians = dict(zip((spec.digest() for spec in timed),
+                       zip(time_networks(timed, table.settings, device, args.passes, record), per_pass)))
+    if args.fresh_table:
+        fit = table.store_correction(correction_specs, [medians[spec.digest()][0] for spec in correction_specs])
+        print(f"fresh table: {measured_now} entries; correction {dataclasses.asdict(fit)}", flush=True)
     half = args.passes // 2
     rows = []
-    for spec, measured, times in zip(specs, medians, per_pass):
+    for spec in specs:
+        measured, times = medians[spec.digest()]
         prediction = table.predict(spec)
         error = (prediction.latency_ms - measured) / measured
         first_ms, second_ms = statistics.median(times[:half]), statistics.median(times[half:])
@@ -125,8 +140,10 @@ def _run(args: argparse.Namespace, table: LatencyTable) -> int:
         "table_drift": None if drift is None else dataclasses.asdict(drift),
         "drift_corrected": None if drift is None else error_summary(
             [r["predicted_ms"] for r in rows], [r["measured_ms"] / drift.ratio for r in rows]),
+        "correction_network_drift": None if network_drift is None else dataclasses.asdict(network_drift),
         "correction": None if table.correction() is None else dataclasses.asdict(table.correction()),
         "entries_measured_for_this_run": measured_now, "fresh_table": args.fresh_table,
+        "correction_networks_timed_with_test_networks": len(correction_specs),
         "table": "measured by this run (temporary)" if args.fresh_table else table.db.url,
         "settings": table.settings.to_dict(), "software": software_versions(),
         "date": time.strftime("%Y-%m-%d"), "rows": rows,

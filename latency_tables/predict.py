@@ -132,12 +132,19 @@ class AdditivityCorrection:
 
 @dataclass(frozen=True)
 class Drift:
-    """A sample of a table's entries timed again now: per block now / stored, its median and 20th/80th
-    percentiles. ``ratio`` > 1: this machine runs slower now than when the table was measured."""
-    blocks: int
+    """A sample of a table's entries (`what` = "entries") or of its correction networks ("networks") timed again
+    now: per item now / stored, its median and 20th/80th percentiles. ``ratio`` > 1: this machine runs slower now
+    than when the table was measured."""
+    what: str
+    timed: int
     ratio: float
     p20: float
     p80: float
+
+
+def _drift(what: str, ratios: list[float]) -> Drift:
+    p20, median, p80 = np.quantile(ratios, [0.2, 0.5, 0.8])
+    return Drift(what, len(ratios), float(median), float(p20), float(p80))
 
 
 def weights_mb(blocks: list[Block], dtype: str) -> float:
@@ -190,15 +197,20 @@ class LatencyTable:
         with tqdm(total=len(specs) * passes, desc=f"measuring {self.target.name} networks", unit="net",
                   disable=not progress) as bar:
             measured = time_networks(specs, self.settings, self.torch_device, passes, lambda *_: bar.update())
+        return self.store_correction(specs, measured)
+
+    def store_correction(self, specs: list[ArchSpec], network_ms: list[float]) -> AdditivityCorrection:
+        """Fit the correction on `specs` measured end to end at `network_ms` (ms each, on this machine, every block
+        already in the table) and store it."""
         entries, samples = self.entries(), []
-        for spec, network_ms in zip(specs, measured):
+        for spec, measured_ms in zip(specs, network_ms, strict=True):
             blocks = decompose(spec, self.settings.resolution)
             samples.append((sum(entries[(b.key, b.in_shape)].median_ms for b in blocks),
                             weights_mb(blocks, self.settings.dtype),
-                            activations_mb(blocks, self.settings.batch, self.settings.dtype), network_ms))
+                            activations_mb(blocks, self.settings.batch, self.settings.dtype), measured_ms))
         fit = AdditivityCorrection.fit(samples)
         record = {"fit": dataclasses.asdict(fit), "networks": [s.digest() for s in specs], "samples": samples,
-                  "device": current_device_string(self.target)}
+                  "specs": [s.to_dict() for s in specs], "device": current_device_string(self.target)}
         self.db.set_info(self._correction_key, json.dumps(record))
         self._correction = fit
         return fit
@@ -225,10 +237,28 @@ class LatencyTable:
             raise EstimationError(f"the {self.target.name} table has no entries to check")
         random.Random(seed).shuffle(items)
         device = self.torch_device
-        ratios = sorted(time_block(_block_from_key(key, shape), self.settings, device).median_ms / m.median_ms
-                        for (key, shape), m in items[:sample])
-        p20, median, p80 = np.quantile(ratios, [0.2, 0.5, 0.8])
-        return Drift(len(ratios), float(median), float(p20), float(p80))
+        ratios = [time_block(_block_from_key(key, shape), self.settings, device).median_ms / m.median_ms
+                  for (key, shape), m in items[:sample]]
+        return _drift("entries", ratios)
+
+    def network_drift(self, sample: int = 8, seed: int = 0) -> Drift | None:
+        """Time `sample` of the networks the additivity correction was fitted on again, each once, and compare with
+        the times it was fitted to; None without a correction that stored its networks (older ones did not).
+
+        Blocks timed alone and networks need not drift together (on the 2-core VM, within one hour: blocks 1.20x,
+        networks 1.30x), and a prediction is `scale` x the blocks plus per-MB costs fitted on networks: a network
+        drift off 1 means the correction no longer fits, whatever `drift` says of the entries."""
+        stored = self.db.get_info(self._correction_key)
+        record = None if stored is None else json.loads(stored)
+        if not record or not record.get("specs"):
+            return None
+        current_device_string(self.target)
+        pairs = list(zip(record["specs"], record["samples"], strict=True))
+        random.Random(seed).shuffle(pairs)
+        device = self.torch_device
+        ratios = [time_network(ArchSpec.from_dict(spec), self.settings, device).median_ms / network_ms
+                  for spec, (*_, network_ms) in pairs[:sample]]
+        return _drift("networks", ratios)
 
     # ------------------------------------------------------------------------------------------------ entries
     def entries(self) -> dict[tuple[str, tuple[int, int, int]], Measurement]:
@@ -266,10 +296,14 @@ class LatencyTable:
 
         With ``settings.passes`` > 1 the blocks are timed chunk by chunk, each chunk `passes` times over, and an
         entry is the median of its passes (a shared CPU changes speed over seconds: benchmarks/timing_noise.py).
-        Each entry is committed after its last pass, so an interrupted run keeps what it finished."""
+        The blocks are measured in a shuffled (seeded) order: a machine that changes speed over the minutes of a
+        measurement then spreads that over every network's blocks, instead of making the blocks listed last (one
+        network's, one stage's) all slower or faster. Each entry is committed after its last pass, so an
+        interrupted run keeps what it finished."""
         device_string = current_device_string(self.target)  # raises if this machine is not the target
         self.db.claim_device(self.target.name, device_string)
         todo, passes = self.missing(blocks), self.settings.passes
+        random.Random(0).shuffle(todo)
         with tqdm(total=len(todo) * passes, desc=f"measuring {self.target.name} blocks", unit="timing",
                   disable=not progress) as bar:
             for start in range(0, len(todo), MEASURE_CHUNK):

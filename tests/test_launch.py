@@ -68,7 +68,12 @@ def test_measure_then_latency_on_cpu(tmp_path, capsys) -> None:
     assert launch.main(["measure", "--target", "cpu", "--latency-db", db, "--resolution", "32", "--check", "4",
                         "--repeats", "2"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("4 stored entries of the cpu table timed again: now ") and "measuring" not in out
+    lines = out.splitlines()
+    assert lines[0].startswith("4 stored entries timed again: now ") and "measuring" not in out
+    assert lines[1].startswith("3 networks of its additivity correction timed again: now ")
+    ratio = float(lines[1].split("now ")[1].split("x")[0])
+    assert lines[2].startswith("cpu table: its networks run ")
+    assert ("refit the correction" in lines[2]) == (abs(ratio - 1) > 0.05)
 
 
 def test_measure_check_of_an_empty_table_is_one_line(tmp_path, capsys) -> None:

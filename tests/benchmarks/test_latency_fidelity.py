@@ -15,7 +15,7 @@ def test_fidelity_on_a_fresh_32px_table(tmp_path):
     assert result["archs"] == 3 and result["entries_measured_for_this_run"] > 10
     assert 0.0 <= result["within_5pct"] <= result["within_10pct"] <= 1.0
     assert result["correction"] is None  # nothing fitted on a new table: the plain sum
-    assert result["passes"] == 4 and result["table_drift"]["blocks"] == 24
+    assert result["passes"] == 4 and result["table_drift"]["timed"] == 24
     corrected = result["drift_corrected"]  # the measured times divided by the drift ratio
     ratio = result["table_drift"]["ratio"]
     assert 0.0 <= corrected["within_5pct"] <= corrected["within_10pct"] <= 1.0
@@ -35,6 +35,12 @@ def test_error_summary_counts_and_ranks() -> None:
     assert summary["spearman"] == pytest.approx(1.0)
 
 
+def test_interleave_alternates_then_appends_the_rest() -> None:
+    assert latency_fidelity._interleave([1, 2, 3], ["a"]) == [1, "a", 2, 3]
+    assert latency_fidelity._interleave([1], ["a", "b", "c"]) == [1, "a", "b", "c"]
+    assert latency_fidelity._interleave([1, 2], []) == [1, 2]
+
+
 def test_odd_passes_are_refused(capsys) -> None:
     with pytest.raises(SystemExit):
         latency_fidelity.main(["--passes", "3"])
@@ -49,6 +55,7 @@ def test_fresh_table_is_measured_and_corrected_in_the_run_and_writes_only_its_re
     result = json.loads(out.read_text())
     assert result["fresh_table"] is True and result["table"] == "measured by this run (temporary)"
     assert result["correction"]["networks"] == 3 and result["table_drift"] is None
+    assert result["correction_networks_timed_with_test_networks"] == 3 and len(result["rows"]) == 2
     assert result["entries_measured_for_this_run"] > 10
     assert all(row["source"] == "measured (cpu table); additivity-corrected on 3 networks" and
                row["activations_mb"] > 0 for row in result["rows"])

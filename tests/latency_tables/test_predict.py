@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import random
 
 import pytest
 
@@ -183,16 +184,46 @@ def test_fitted_correction_is_stored_and_applied(tmp_path) -> None:
     assert prediction.source == "measured (cpu table); additivity-corrected on 3 networks"
 
 
+def test_correction_stored_from_given_network_times_fits_them(tmp_path) -> None:
+    table = _table(tmp_path)
+    specs = [TINY_ARCHS["tiny_conv"], TINY_ARCHS["tiny_window"], TINY_ARCHS["tiny_qna"], TINY_ARCHS["tiny_linear"]]
+    table.measure_missing([b for spec in specs for b in decompose(spec, 32)], progress=False)
+    sums = [sum(table.entries()[(b.key, b.in_shape)].median_ms for b in decompose(spec, 32)) for spec in specs]
+    fit = table.store_correction(specs, [1.7 * total for total in sums])  # networks timed elsewhere, 1.7x the sum
+    assert fit.scale == pytest.approx(1.7) and fit.ms_per_weight_mb == pytest.approx(0, abs=1e-9)
+    assert fit.networks == 4 and fit.median_abs_err_after == pytest.approx(0, abs=1e-9)
+    assert _table(tmp_path).predict(specs[1]).latency_ms == pytest.approx(1.7 * sums[1])
+    with pytest.raises(ValueError):
+        table.store_correction(specs, [1.0, 2.0])  # a time per network
+
+
 def test_drift_of_a_fresh_table_is_near_one_and_of_a_doctored_one_is_not(tmp_path) -> None:
     table = _table(tmp_path)
     table.measure_missing(decompose(TINY_ARCHS["tiny_conv"], 32), progress=False)
     fresh = table.drift(sample=5)
-    assert fresh.blocks == 5 and fresh.p20 <= fresh.ratio <= fresh.p80
+    assert fresh.what == "entries" and fresh.timed == 5 and fresh.p20 <= fresh.ratio <= fresh.p80
     assert 0.25 < fresh.ratio < 4  # same machine, seconds apart: near 1, within what a busy 2-core VM does
     for key, measurement in table.entries().items():  # as if measured on a machine 10x faster
         table.entries()[key] = dataclasses.replace(measurement, median_ms=measurement.median_ms / 10,
                                                    p20_ms=measurement.p20_ms / 10, p80_ms=measurement.p80_ms / 10)
     assert table.drift(sample=5).ratio > 4 * fresh.ratio
+
+
+def test_network_drift_times_the_correction_networks_against_their_fitted_times(tmp_path) -> None:
+    table = _table(tmp_path)
+    assert table.network_drift() is None  # no correction yet
+    specs = [TINY_ARCHS["tiny_conv"], TINY_ARCHS["tiny_window"], TINY_ARCHS["tiny_qna"]]
+    table.fit_correction(specs, progress=False, passes=1)
+    fresh = table.network_drift(sample=2)
+    assert fresh.what == "networks" and fresh.timed == 2 and fresh.p20 <= fresh.ratio <= fresh.p80
+    assert 0.25 < fresh.ratio < 4
+    record = json.loads(table.db.get_info(table._correction_key))
+    record["samples"] = [[*sample[:3], sample[3] / 10] for sample in record["samples"]]  # fitted 10x faster
+    table.db.set_info(table._correction_key, json.dumps(record))
+    assert table.network_drift(sample=5).timed == 3 and table.network_drift().ratio > 4 * fresh.ratio
+    del record["specs"]  # a correction stored before the networks' specs were
+    table.db.set_info(table._correction_key, json.dumps(record))
+    assert table.network_drift() is None
 
 
 def test_drift_of_an_empty_table_is_a_clear_error(tmp_path) -> None:
@@ -213,8 +244,10 @@ def test_entries_are_the_median_of_passes_over_a_chunk(tmp_path, monkeypatch) ->
     monkeypatch.setattr(predict_module, "MEASURE_CHUNK", 2)
     monkeypatch.setattr(predict_module, "time_block", fake_time_block)
     assert table.measure_missing(blocks, progress=False) == len(blocks)
-    first_chunk = [b.key for b in blocks[:2]]
-    assert calls[:6] == first_chunk * 3  # a chunk's blocks, pass after pass
+    order = [b.key for b in blocks]
+    random.Random(0).shuffle(order)  # measured in a seeded shuffled order, not the listed one
+    assert order != [b.key for b in blocks]
+    assert calls[:6] == order[:2] * 3 and calls[6:12] == order[2:4] * 3  # a chunk's blocks, pass after pass
     stored = [_table(tmp_path).entries()[(b.key, b.in_shape)] for b in blocks]
     assert all(m.repeats == 30 and m.p20_ms == 0.5 and m.p80_ms == 99.0 for m in stored)
     assert [m.median_ms for m in stored] == [3.0 * (i + 1) for i in range(len(blocks))]  # median of its passes
