@@ -40,7 +40,8 @@ import numpy as np  # noqa: E402
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.blocks import decompose  # noqa: E402
 from latency_tables.measure import quick_settings, time_networks  # noqa: E402
-from latency_tables.predict import LatencyTable, activations_mb, default_settings, open_table, weights_mb  # noqa: E402
+from latency_tables.predict import (AdditivityCorrection, LatencyTable, activations_mb, default_settings,  # noqa: E402
+                                    open_table, weights_mb)
 from latency_tables.storage import LatencyDB  # noqa: E402
 from latency_tables.targets import current_device_string, get_target, software_versions  # noqa: E402
 from search_spaces import DEFAULT_SPACE, sample_archs  # noqa: E402
@@ -61,6 +62,19 @@ def _interleave(first: list, second: list) -> list:
     both are timed across the whole pass."""
     merged = [item for pair in zip(first, second) for item in pair]
     return merged + first[len(second):] + second[len(first):]
+
+
+def _in_sample_fit(rows: list[dict]) -> dict | None:
+    """The error summary of a correction fitted on the test networks themselves (their entries, weights,
+    activations and measured times): what the best correction of this form reaches on these timings. Not a
+    prediction; it tells the form's misses (this too misses) from the fit's (only the real one misses). None
+    below the 3 networks a fit needs."""
+    if len(rows) < 3:
+        return None
+    fit = AdditivityCorrection.fit([(r["entries_ms"], r["weights_mb"], r["activations_mb"], r["measured_ms"])
+                                    for r in rows])
+    predicted = [fit.block_ms(r["entries_ms"], r["weights_mb"], r["activations_mb"]) for r in rows]
+    return {**error_summary(predicted, [r["measured_ms"] for r in rows]), "fit": dataclasses.asdict(fit)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +131,7 @@ def _run(args: argparse.Namespace, table: LatencyTable) -> int:
         fit = table.store_correction(correction_specs, [medians[spec.digest()][0] for spec in correction_specs])
         print(f"fresh table: {measured_now} entries; correction {dataclasses.asdict(fit)}", flush=True)
     half = args.passes // 2
+    entries = table.entries()
     rows = []
     for spec in specs:
         measured, times = medians[spec.digest()]
@@ -126,6 +141,7 @@ def _run(args: argparse.Namespace, table: LatencyTable) -> int:
         blocks = [part.block for part in prediction.blocks]
         rows.append(dict(digest=spec.digest(), predicted_ms=round(prediction.latency_ms, 4),
                          measured_ms=round(measured, 4), rel_err=round(error, 4),
+                         entries_ms=round(sum(entries[(b.key, b.in_shape)].median_ms for b in blocks), 4),
                          retest_rel_diff=round(abs(first_ms - second_ms) / measured, 4),
                          weights_mb=round(weights_mb(blocks, table.settings.dtype), 3),
                          activations_mb=round(activations_mb(blocks, table.settings.batch, table.settings.dtype), 3),
@@ -141,6 +157,7 @@ def _run(args: argparse.Namespace, table: LatencyTable) -> int:
         "drift_corrected": None if drift is None else error_summary(
             [r["predicted_ms"] for r in rows], [r["measured_ms"] / drift.ratio for r in rows]),
         "correction_network_drift": None if network_drift is None else dataclasses.asdict(network_drift),
+        "correction_fitted_on_these_networks": _in_sample_fit(rows),
         "correction": None if table.correction() is None else dataclasses.asdict(table.correction()),
         "entries_measured_for_this_run": measured_now, "fresh_table": args.fresh_table,
         "correction_networks_timed_with_test_networks": len(correction_specs),
