@@ -4,6 +4,7 @@
     python launch.py export --study NAME [--top 5]                          re-export the winners of a stored study
     python launch.py dashboard --study NAME [--port 8080]                   optuna-dashboard on a study, 127.0.0.1
     python launch.py measure --target cpu [--archs 50]                      build / refresh a latency table here
+    python launch.py measure --target cpu --check | --refit                 is it stale? / refit its correction
     python launch.py costs [--resolution 224] [--batch 1]                   store the estimator's block counts
     python launch.py latency SPEC.json --target a100                        predicted latency with its breakdown
     python launch.py check SPEC.json [--resolution 224]                     validate an ArchSpec file, show its cost
@@ -99,6 +100,9 @@ def cmd_measure(args: argparse.Namespace) -> None:
     if args.check:
         _check_drift(table, args.check)
         return
+    if args.refit:
+        _refit_correction(table)
+        return
     resolution = table.settings.resolution
     if args.archs is None:
         blocks = space_blocks(DEFAULT_SPACE, resolution)
@@ -116,12 +120,26 @@ def cmd_measure(args: argparse.Namespace) -> None:
         raise UsageError(str(error)) from None
     print(f"measured {measured} entries; the table now has {len(table.entries())}")
     if args.networks:
-        networks = sample_archs(args.networks, args.seed + 1000)
-        fit = table.fit_correction(networks)
-        print(f"additivity correction from {fit.networks} networks measured end to end: network = "
-              f"{fit.scale:.3f} x sum(blocks) + {fit.ms_per_weight_mb:.4f} ms x weights MB + "
-              f"{fit.ms_per_activation_mb:.4f} ms x activations MB (median |error| "
-              f"{fit.median_abs_err_before:.1%} -> {fit.median_abs_err_after:.1%})")
+        _print_fit(table.fit_correction(sample_archs(args.networks, args.seed + 1000)))
+
+
+def _print_fit(fit) -> None:
+    print(f"additivity correction from {fit.networks} networks measured end to end: network = "
+          f"{fit.scale:.3f} x sum(blocks) + {fit.ms_per_weight_mb:.4f} ms x weights MB + "
+          f"{fit.ms_per_activation_mb:.4f} ms x activations MB (median |error| "
+          f"{fit.median_abs_err_before:.1%} -> {fit.median_abs_err_after:.1%})")
+
+
+def _refit_correction(table) -> None:
+    from latency_tables.storage import LatencyDBError
+    networks = [spec for spec, _ in table.correction_networks()]
+    if not networks:
+        raise UsageError(f"the {table.target.name} table has no correction with stored networks to refit: fit one "
+                         f"with `launch.py measure --target {table.target.name} --archs N --networks 40`")
+    try:
+        _print_fit(table.fit_correction(networks))
+    except LatencyDBError as error:
+        raise UsageError(str(error)) from None
 
 
 def _check_drift(table, sample: int) -> None:
@@ -143,8 +161,7 @@ def _check_drift(table, sample: int) -> None:
         print(f"{table.target.name} table: its networks run within 5% of their fitted times: it fits this machine now")
     else:
         print(f"{table.target.name} table: its networks run {networks.ratio:.2f}x their fitted times: refit the "
-              f"correction before trusting a budget (`launch.py measure --target {table.target.name} --archs N` with "
-              f"the N it was measured with re-times only its networks when no block is missing)")
+              f"correction before trusting a budget (`launch.py measure --target {table.target.name} --refit`)")
 
 
 def cmd_costs(args: argparse.Namespace) -> None:
@@ -338,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--check", type=_positive_int, nargs="?", const=24, metavar="BLOCKS",
                          help="measure nothing: time this many stored entries (default 24) and 8 of the correction's "
                          "networks again and say how far this machine now runs from the table")
+    measure.add_argument("--refit", action="store_true", help="measure no block: time the correction's networks "
+                         "end to end again and refit it (a minute or two on a CPU)")
     measure.set_defaults(run=cmd_measure)
     costs = commands.add_parser("costs", help="count FLOPs, bytes and ops of every block of the space once, for "
                                 "the roofline estimates of blocks no table has measured")

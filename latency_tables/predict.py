@@ -248,17 +248,25 @@ class LatencyTable:
         Blocks timed alone and networks need not drift together (on the 2-core VM, within one hour: blocks 1.20x,
         networks 1.30x), and a prediction is `scale` x the blocks plus per-MB costs fitted on networks: a network
         drift off 1 means the correction no longer fits, whatever `drift` says of the entries."""
+        pairs = self.correction_networks()
+        if not pairs:
+            return None
+        current_device_string(self.target)
+        random.Random(seed).shuffle(pairs)
+        device = self.torch_device
+        ratios = [time_network(spec, self.settings, device).median_ms / network_ms for spec, network_ms in
+                  pairs[:sample]]
+        return _drift("networks", ratios)
+
+    def correction_networks(self) -> list[tuple[ArchSpec, float]]:
+        """The networks the stored correction was fitted on, with their measured ms; empty without a correction
+        or for one stored before its networks' specs were."""
         stored = self.db.get_info(self._correction_key)
         record = None if stored is None else json.loads(stored)
         if not record or not record.get("specs"):
-            return None
-        current_device_string(self.target)
-        pairs = list(zip(record["specs"], record["samples"], strict=True))
-        random.Random(seed).shuffle(pairs)
-        device = self.torch_device
-        ratios = [time_network(ArchSpec.from_dict(spec), self.settings, device).median_ms / network_ms
-                  for spec, (*_, network_ms) in pairs[:sample]]
-        return _drift("networks", ratios)
+            return []
+        return [(ArchSpec.from_dict(spec), sample[3]) for spec, sample in zip(record["specs"], record["samples"],
+                                                                               strict=True)]
 
     # ------------------------------------------------------------------------------------------------ entries
     def entries(self) -> dict[tuple[str, tuple[int, int, int]], Measurement]:

@@ -74,6 +74,16 @@ def test_measure_then_latency_on_cpu(tmp_path, capsys) -> None:
     ratio = float(lines[1].split("now ")[1].split("x")[0])
     assert lines[2].startswith("cpu table: its networks run ")
     assert ("refit the correction" in lines[2]) == (abs(ratio - 1) > 0.05)
+    assert launch.main(["measure", "--target", "cpu", "--latency-db", db, "--resolution", "32", "--refit",
+                        "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("additivity correction from 3 networks measured end to end: network = ")
+
+
+def test_measure_refit_without_stored_networks_is_one_line(tmp_path, capsys) -> None:
+    assert launch.main(["measure", "--target", "cpu", "--latency-db", str(tmp_path / "t.sqlite"), "--refit"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no correction with stored networks to refit" in err
 
 
 def test_measure_check_of_an_empty_table_is_one_line(tmp_path, capsys) -> None:

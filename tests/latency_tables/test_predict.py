@@ -211,9 +211,11 @@ def test_drift_of_a_fresh_table_is_near_one_and_of_a_doctored_one_is_not(tmp_pat
 
 def test_network_drift_times_the_correction_networks_against_their_fitted_times(tmp_path) -> None:
     table = _table(tmp_path)
-    assert table.network_drift() is None  # no correction yet
+    assert table.network_drift() is None and table.correction_networks() == []  # no correction yet
     specs = [TINY_ARCHS["tiny_conv"], TINY_ARCHS["tiny_window"], TINY_ARCHS["tiny_qna"]]
     table.fit_correction(specs, progress=False, passes=1)
+    stored = _table(tmp_path).correction_networks()
+    assert [spec for spec, _ in stored] == specs and all(ms > 0 for _, ms in stored)
     fresh = table.network_drift(sample=2)
     assert fresh.what == "networks" and fresh.timed == 2 and fresh.p20 <= fresh.ratio <= fresh.p80
     assert 0.25 < fresh.ratio < 4
