@@ -121,12 +121,12 @@ class AdditivityCorrection:
 
     @staticmethod
     def from_record(fit: dict) -> AdditivityCorrection | None:
-        """The stored fit, or None for one of an older form (refit it with `measure --networks`)."""
+        """The stored fit, or None for one of an older form (refit it: `launch.py measure --refit`)."""
         try:
             return AdditivityCorrection(**fit)
         except TypeError:
             _log.warning("the stored additivity correction has an older form and is ignored; refit it with "
-                         "`launch.py measure --networks 40`")
+                         "`launch.py measure --refit` (or `--archs 50 --networks 40` where it stored no networks)")
             return None
 
 
