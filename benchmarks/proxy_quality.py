@@ -127,7 +127,9 @@ def with_mean_label(rows: list[dict], retests: dict[str, float]) -> list[dict]:
 def noise_ceiling(rows: list[dict], retests: dict[str, float]) -> dict:
     """Agreement of two trainings of the same architectures, and every proxy on that same subset (against the
     first training). With r the Spearman between trainings, the mean of two trainings has reliability
-    2r / (1 + r) (Spearman-Brown), and sqrt of it bounds what a perfect proxy can reach against that label."""
+    2r / (1 + r) (Spearman-Brown), and sqrt of it bounds what a perfect proxy can reach against that label. A third
+    training of the same recipe, used as a proxy, would reach r / sqrt((1 + r) / 2) against the mean of two others:
+    the mark for any proxy that is itself a training on this data."""
     subset = [r for r in rows if r["digest"] in retests]
     first = [r["trained_accuracy"] for r in subset]
     second = [retests[r["digest"]] for r in subset]
@@ -136,6 +138,7 @@ def noise_ceiling(rows: list[dict], retests: dict[str, float]) -> dict:
     return {"archs": len(subset), "spearman_between_trainings": between,
             "kendall_between_trainings": kendall(first, second),
             "mean_of_two_reliability": mean_reliability, "ceiling_against_mean_of_two": mean_reliability ** 0.5,
+            "one_training_against_mean_of_two": between / ((1 + between) / 2) ** 0.5 if between > 0 else 0.0,
             "median_abs_diff": statistics.median(abs(a - b) for a, b in zip(first, second)),
             "proxies_on_this_subset": {name: spearman([r["proxies"][name]["value"] for r in subset], first)
                                        for name in subset[0]["proxies"]}}
@@ -227,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"two trainings of {ceiling['archs']} archs: spearman {ceiling['spearman_between_trainings']:+.3f}, "
               f"median |difference| {ceiling['median_abs_diff']:.3f}; a perfect proxy would reach "
               f"{ceiling['spearman_between_trainings'] ** 0.5:.3f} against one training, "
-              f"{ceiling['ceiling_against_mean_of_two']:.3f} against the mean of two")
+              f"{ceiling['ceiling_against_mean_of_two']:.3f} against the mean of two, and one more training of the "
+              f"recipe as a proxy {ceiling['one_training_against_mean_of_two']:.3f}")
     az = result["az_nas"]
     print(f"{'az_nas (population)':<20} spearman {az['spearman']:+.3f}  kendall {az['kendall']:+.3f}  components "
           + ", ".join(f"{name} {value:+.3f}" for name, value in az["components"].items()))

@@ -57,6 +57,8 @@ def test_noise_ceiling_of_the_mean_of_two_trainings_is_spearman_brown():
     assert ceiling["spearman_between_trainings"] == pytest.approx(0.9)
     assert ceiling["mean_of_two_reliability"] == pytest.approx(1.8 / 1.9)
     assert ceiling["ceiling_against_mean_of_two"] == pytest.approx(math.sqrt(1.8 / 1.9))
+    # a third training: corr(X3, (X1 + X2) / 2) = r / sqrt((1 + r) / 2) when all pairs agree at r
+    assert ceiling["one_training_against_mean_of_two"] == pytest.approx(0.9 / math.sqrt(0.95))
 
 
 def test_cached_rows_get_only_the_proxies_added_since(monkeypatch):
