@@ -395,7 +395,7 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default tpe)")
     parser.add_argument("--objective", choices=OBJECTIVES, help="best: maximise the proxy within the budget; "
                         "pareto: proxy up and latency_ms down (default: pareto with nsga2, else best)")
-    parser.add_argument("--proxy", choices=tuple(PROXIES), help="accuracy proxy (default: naswot with "
+    parser.add_argument("--proxy", choices=tuple(PROXIES), help="accuracy proxy (default: meco with "
                         "--data, flops without; chosen by benchmarks/proxy_quality.py)")
     parser.add_argument("--data", type=Path, help="images for the data proxies: an ImageFolder directory, a "
                         "CIFAR-10 python batch folder or an .npz (x uint8 NHWC, y int); default none")
