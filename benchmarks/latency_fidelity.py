@@ -40,8 +40,7 @@ import numpy as np  # noqa: E402
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.blocks import decompose  # noqa: E402
 from latency_tables.measure import quick_settings, time_networks  # noqa: E402
-from latency_tables.predict import (AdditivityCorrection, LatencyTable, activations_mb, default_settings,  # noqa: E402
-                                    open_table, weights_mb)
+from latency_tables.predict import AdditivityCorrection, LatencyTable, default_settings, open_table  # noqa: E402
 from latency_tables.storage import LatencyDB  # noqa: E402
 from latency_tables.targets import current_device_string, get_target, software_versions  # noqa: E402
 from search_spaces import DEFAULT_SPACE, sample_archs  # noqa: E402
@@ -131,20 +130,17 @@ def _run(args: argparse.Namespace, table: LatencyTable) -> int:
         fit = table.store_correction(correction_specs, [medians[spec.digest()][0] for spec in correction_specs])
         print(f"fresh table: {measured_now} entries; correction {dataclasses.asdict(fit)}", flush=True)
     half = args.passes // 2
-    entries = table.entries()
     rows = []
     for spec in specs:
         measured, times = medians[spec.digest()]
         prediction = table.predict(spec)
         error = (prediction.latency_ms - measured) / measured
         first_ms, second_ms = statistics.median(times[:half]), statistics.median(times[half:])
-        blocks = [part.block for part in prediction.blocks]
+        entries_ms, weights, activations = table.correction_inputs(spec)  # what the correction is fitted on
         rows.append(dict(digest=spec.digest(), predicted_ms=round(prediction.latency_ms, 4),
-                         measured_ms=round(measured, 4), rel_err=round(error, 4),
-                         entries_ms=round(sum(entries[(b.key, b.in_shape)].median_ms for b in blocks), 4),
+                         measured_ms=round(measured, 4), rel_err=round(error, 4), entries_ms=round(entries_ms, 4),
                          retest_rel_diff=round(abs(first_ms - second_ms) / measured, 4),
-                         weights_mb=round(weights_mb(blocks, table.settings.dtype), 3),
-                         activations_mb=round(activations_mb(blocks, table.settings.batch, table.settings.dtype), 3),
+                         weights_mb=round(weights, 3), activations_mb=round(activations, 3),
                          source=prediction.source, mixers=[s.mixer.kind for s in spec.stages],
                          stem_stride=spec.stem.stride))
     result = {

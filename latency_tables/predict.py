@@ -184,9 +184,21 @@ class LatencyTable:
     def correction(self) -> AdditivityCorrection | None:
         """The additivity correction fitted for this table's settings, if any (`fit_correction`)."""
         if self._correction is False:
-            stored = self.db.get_info(self._correction_key)
-            self._correction = None if stored is None else AdditivityCorrection.from_record(json.loads(stored)["fit"])
+            record = self._correction_record()
+            self._correction = None if record is None else AdditivityCorrection.from_record(record["fit"])
         return self._correction
+
+    def _correction_record(self) -> dict | None:
+        """The stored correction as `store_correction` wrote it (fit, networks, samples, specs), if any."""
+        stored = self.db.get_info(self._correction_key)
+        return None if stored is None else json.loads(stored)
+
+    def correction_inputs(self, spec: ArchSpec) -> tuple[float, float, float]:
+        """``(sum of the stored entries ms, weights MB, activations MB)`` of `spec`, every block measured: what the
+        additivity correction maps to a network's ms."""
+        blocks, entries = decompose(spec, self.settings.resolution), self.entries()
+        return (sum(entries[(b.key, b.in_shape)].median_ms for b in blocks), weights_mb(blocks, self.settings.dtype),
+                activations_mb(blocks, self.settings.batch, self.settings.dtype))
 
     def fit_correction(self, specs: list[ArchSpec], progress: bool = True,
                        passes: int = NETWORK_PASSES) -> AdditivityCorrection:
@@ -202,12 +214,8 @@ class LatencyTable:
     def store_correction(self, specs: list[ArchSpec], network_ms: list[float]) -> AdditivityCorrection:
         """Fit the correction on `specs` measured end to end at `network_ms` (ms each, on this machine, every block
         already in the table) and store it."""
-        entries, samples = self.entries(), []
-        for spec, measured_ms in zip(specs, network_ms, strict=True):
-            blocks = decompose(spec, self.settings.resolution)
-            samples.append((sum(entries[(b.key, b.in_shape)].median_ms for b in blocks),
-                            weights_mb(blocks, self.settings.dtype),
-                            activations_mb(blocks, self.settings.batch, self.settings.dtype), measured_ms))
+        samples = [(*self.correction_inputs(spec), measured_ms) for spec, measured_ms in zip(specs, network_ms,
+                                                                                              strict=True)]
         fit = AdditivityCorrection.fit(samples)
         record = {"fit": dataclasses.asdict(fit), "networks": [s.digest() for s in specs], "samples": samples,
                   "specs": [s.to_dict() for s in specs], "device": current_device_string(self.target)}
@@ -261,8 +269,7 @@ class LatencyTable:
     def correction_networks(self) -> list[tuple[ArchSpec, float]]:
         """The networks the stored correction was fitted on, with their measured ms; empty without a correction
         or for one stored before its networks' specs were."""
-        stored = self.db.get_info(self._correction_key)
-        record = None if stored is None else json.loads(stored)
+        record = self._correction_record()
         if not record or not record.get("specs"):
             return []
         return [(ArchSpec.from_dict(spec), sample[3]) for spec, sample in zip(record["specs"], record["samples"],
