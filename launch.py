@@ -5,7 +5,8 @@
     python launch.py dashboard --study NAME [--port 8080]                   optuna-dashboard on a study, 127.0.0.1
     python launch.py measure --target cpu [--archs 50]                      build / refresh a latency table here
     python launch.py measure --target cpu --check | --refit                 is it stale? / refit its correction
-    python launch.py costs [--resolution 224] [--batch 1]                   store the estimator's block counts
+    python launch.py costs [--resolution 224]                               store the estimator's block counts
+    python launch.py calibrate --benchmarks my-gpu.csv --target NAME        fit GPU estimates on your own GPU
     python launch.py latency SPEC.json --target a100                        predicted latency with its breakdown
     python launch.py check SPEC.json [--resolution 224]                     validate an ArchSpec file, show its cost
     python launch.py archs [--resolution 224] [--names swin_t_like ...]     params / GFLOPs of the reference archs
@@ -60,6 +61,14 @@ def cmd_check(args: argparse.Namespace) -> None:
     print(_cost_row(spec.name or path.stem, spec, args.resolution))
 
 
+def _load_space(name_or_path: str):
+    from search_spaces import SpaceError, load_space
+    try:
+        return load_space(name_or_path)
+    except SpaceError as error:
+        raise UsageError(str(error)) from None
+
+
 def _read_spec(path_text: str):
     from search_spaces import ArchSpec, SpecError
     path = Path(path_text)
@@ -78,7 +87,7 @@ def _open_table(args: argparse.Namespace):
     from latency_tables.targets import UnknownTargetError
     try:
         return open_table(args.target, db=args.latency_db, batch=args.batch, resolution=args.resolution,
-                          dtype=args.dtype, create=args.command == "measure")
+                          dtype=args.dtype, create=args.command == "measure", runtime=args.runtime)
     except (UnknownTargetError, LatencyDBError, EstimationError, ValueError) as error:
         raise UsageError(str(error)) from None
 
@@ -89,7 +98,8 @@ def cmd_measure(args: argparse.Namespace) -> None:
     from latency_tables.predict import LatencyTable
     from latency_tables.storage import LatencyDBError
     from latency_tables.targets import TargetUnavailableError, current_device_string
-    from search_spaces import DEFAULT_SPACE, REFERENCE_ARCHS, sample_archs
+    from search_spaces import REFERENCE_ARCHS, sample_archs
+    space = _load_space(args.space)
     table = _open_table(args)
     if args.repeats is not None:  # a quicker, noisier table
         table = LatencyTable(table.target, table.db, quick_settings(table.settings, args.repeats))
@@ -105,12 +115,14 @@ def cmd_measure(args: argparse.Namespace) -> None:
         return
     resolution = table.settings.resolution
     if args.archs is None:
-        blocks = space_blocks(DEFAULT_SPACE, resolution)
-        scope = "every block of the space"
+        blocks = space_blocks(space, resolution)
+        scope = f"every block of the {args.space} space"
     else:
-        specs = list(REFERENCE_ARCHS.values()) + sample_archs(args.archs, args.seed)
+        references = list(REFERENCE_ARCHS.values()) if args.space == "default" else []
+        specs = references + sample_archs(args.archs, args.seed, space)
         blocks = [block for spec in specs for block in decompose(spec, resolution)]
-        scope = f"the blocks of the reference archs and {args.archs} sampled ones (seed {args.seed})"
+        scope = (f"the blocks of {'the reference archs and ' if references else ''}{args.archs} architectures "
+                 f"sampled from the {args.space} space (seed {args.seed})")
     missing = len(table.missing(blocks))
     print(f"{args.target} table {table.db.url}: {len(table.entries())} entries; measuring {missing} missing "
           f"of {scope} (batch {table.settings.batch}, {resolution}x{resolution}, {table.settings.dtype})")
@@ -120,7 +132,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
         raise UsageError(str(error)) from None
     print(f"measured {measured} entries; the table now has {len(table.entries())}")
     if args.networks:
-        _print_fit(table.fit_correction(sample_archs(args.networks, args.seed + 1000)))
+        _print_fit(table.fit_correction(sample_archs(args.networks, args.seed + 1000, space)))
 
 
 def _print_fit(fit) -> None:
@@ -167,15 +179,57 @@ def _check_drift(table, sample: int) -> None:
 def cmd_costs(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
+    from latency_tables.block_costs import COUNTS_FILE, store_block_costs
     from latency_tables.blocks import space_blocks
-    from latency_tables.cost_cache import COUNTS_FILE, store_counts
-    from latency_tables.estimate import count_block
-    from search_spaces import DEFAULT_SPACE
-    blocks = {(b.key, b.in_shape, args.batch): b for b in space_blocks(DEFAULT_SPACE, args.resolution)}
-    counted = store_counts(blocks, lambda key: count_block(blocks[key], key[2]),
-                           progress=lambda keys: tqdm(keys, desc="counting blocks", unit="block"))
-    print(f"counted {counted} blocks of the space at {args.resolution}x{args.resolution}, batch {args.batch}; "
+    blocks = space_blocks(_load_space(args.space), args.resolution)
+    counted = store_block_costs(blocks, progress=lambda items: tqdm(items, desc="counting blocks", unit="block"))
+    print(f"counted {counted} blocks of the {args.space} space at {args.resolution}x{args.resolution}; "
           f"{len(blocks) - counted} were stored already -> {COUNTS_FILE}")
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from latency_tables.calibration import (
+        CalibrationError, Sample, fit, fit_errors, load_calibrations, store_calibrations, target_calibration_path,
+    )
+    from latency_tables.gpu_model import gpu_rates
+    from latency_tables.targets import UnknownTargetError, get_target
+    from latency_tables.timm_bench import TIMM_COUNT_BATCH, BenchmarkError, count_models, read_benchmark_csv
+    try:
+        target = get_target(args.target)
+        rates = gpu_rates(target, "fp16")
+    except (UnknownTargetError, ValueError) as error:
+        raise UsageError(f"{error}; calibrate fits a GPU target with public specs") from None
+    try:
+        rows = read_benchmark_csv(args.benchmarks)
+    except BenchmarkError as error:
+        raise UsageError(str(error)) from None
+    print(f"{args.benchmarks}: {len(rows)} rows; counting their models on the meta device (cached)")
+    counts = count_models([r.key for r in rows], progress=lambda keys: tqdm(keys, desc="counting", unit="model",
+                                                                             disable=None))  # none off a terminal
+    samples = [Sample(counts[r.key].profiles[args.runtime], r.batch, r.step_ms, rates, r.model) for r in rows
+               if counts[r.key].profiles is not None and r.batch >= TIMM_COUNT_BATCH]
+    skipped = len(rows) - len(samples)
+    try:
+        calibration = fit(samples, args.runtime, f"{Path(args.benchmarks).name} ({len(samples)} timm models "
+                                                 f"measured on {target.name}, {args.runtime})")
+    except CalibrationError as error:
+        raise UsageError(f"{args.benchmarks}: {len(samples)} of {len(rows)} rows can be used ({skipped} name models "
+                         f"this timm cannot build on the meta device or batch 1); {error}") from None
+    errors = fit_errors(calibration, samples)
+    path = target_calibration_path(target.name)
+    try:
+        calibrations = load_calibrations(path) if path.exists() else {}
+    except CalibrationError:
+        calibrations = {}  # a damaged earlier file is replaced whole
+    calibrations[args.runtime] = calibration
+    store_calibrations(path, calibrations, {"benchmarks": str(Path(args.benchmarks).resolve()), "rows": len(rows),
+                                            "used": len(samples), "in_sample": errors})
+    print(f"calibrated {target.name} ({args.runtime}) on {len(samples)} models ({skipped} skipped): in sample "
+          f"{errors['within_15']:.0%} within ±15%, median |error| {errors['median_abs_error']:.1%} -> {path}")
+    print(f"GPU estimates for --target {target.name} now stand on it; delete {path.name} to go back to the shipped "
+          f"calibration")
 
 
 def cmd_latency(args: argparse.Namespace) -> None:
@@ -204,10 +258,10 @@ def _search_config(args: argparse.Namespace):
     return SearchConfig(target=args.target, budget_ms=args.budget, trials=args.trials, timeout_s=args.timeout,
                         workers=args.workers, ray_address=args.ray_address, sampler=args.sampler,
                         objective=args.objective, proxy=args.proxy, data=args.data, batch=args.batch,
-                        resolution=args.resolution, dtype=args.dtype, proxy_resolution=args.proxy_resolution,
-                        latency_db=args.latency_db, study=args.study, storage=args.storage, out=args.out,
-                        seed=args.seed, top_k=args.top, export=not args.no_export, train_steps=args.train_steps,
-                        pruner=args.pruner)
+                        resolution=args.resolution, dtype=args.dtype, runtime=args.runtime,
+                        proxy_resolution=args.proxy_resolution, latency_db=args.latency_db, study=args.study,
+                        storage=args.storage, out=args.out, space=args.space, seed=args.seed, top_k=args.top,
+                        export=not args.no_export, train_steps=args.train_steps, pruner=args.pruner)
 
 
 def _print_summary(summary) -> None:
@@ -321,7 +375,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-COMMANDS = ("search", "export", "dashboard", "measure", "costs", "latency", "check", "archs")
+COMMANDS = ("search", "export", "dashboard", "measure", "costs", "calibrate", "latency", "check", "archs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,12 +411,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "networks again and say how far this machine now runs from the table")
     measure.add_argument("--refit", action="store_true", help="measure no block: time the correction's networks "
                          "end to end again and refit it (a minute or two on a CPU)")
+    _space_flag(measure)
     measure.set_defaults(run=cmd_measure)
-    costs = commands.add_parser("costs", help="count FLOPs, bytes and ops of every block of the space once, for "
-                                "the roofline estimates of blocks no table has measured")
+    costs = commands.add_parser("costs", help="count the kernels, params and FLOPs of every block of the space "
+                                "once, for the estimates of blocks no table has measured and the lookup proxies")
     costs.add_argument("--resolution", type=_positive_int, default=224, help="square input size in pixels")
-    costs.add_argument("--batch", type=_positive_int, default=1, help="images per batch (default 1)")
+    _space_flag(costs)
     costs.set_defaults(run=cmd_costs)
+    calibrate = commands.add_parser("calibrate", help="fit the GPU estimates of a target on timm's benchmark.py run "
+                                    "on that GPU (a CSV of `python benchmark.py --bench inference --amp "
+                                    "--results-file my-gpu.csv`)")
+    calibrate.add_argument("--benchmarks", required=True, help="the CSV timm's benchmark.py wrote")
+    calibrate.add_argument("--target", required=True, help="the GPU target it was run on (a100, h100, l4...)")
+    calibrate.add_argument("--runtime", choices=("eager", "compiled"), default="eager", help="how the CSV was run: "
+                           "eager, or compiled (benchmark.py --torchcompile); default eager")
+    calibrate.set_defaults(run=cmd_calibrate)
     latency = commands.add_parser("latency", help="predicted latency of an ArchSpec file with its breakdown")
     latency.add_argument("spec", help="path of an ArchSpec JSON file")
     _table_flags(latency)
@@ -412,11 +475,18 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output folder for summary.json and exports/ (default "
                         "runs/<study>)")
     parser.add_argument("--seed", type=int, default=0, help="sampler and proxy seed (default 0)")
+    _space_flag(parser)
     parser.add_argument("--top", type=_non_negative_int, default=5, help="Pareto architectures to export besides "
                         "the best one (default 5)")
     parser.add_argument("--no-export", action="store_true", help="don't export at the end (launch.py export can, "
                         "later)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _space_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", default="default", help="search space: default (ImageNet-scale), cifar (32x32 "
+                        "images), or a JSON file declaring one, e.g. {\"base\": \"cifar\", \"mixers\": [\"conv\", "
+                        "\"window\"]} (default: default)")
 
 
 def _stored_study_flags(parser: argparse.ArgumentParser) -> None:
@@ -434,6 +504,9 @@ def _table_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=_positive_int, help="batch size (default 1)")
     parser.add_argument("--resolution", type=_positive_int, help="square input size in pixels (default 224)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="default: bf16 on GPUs, fp32 on cpu")
+    parser.add_argument("--runtime", choices=("eager", "compiled"), help="how the target runs the network: eager "
+                        "PyTorch or torch.compile (default: compiled on GPUs, the closest to the Triton kernels "
+                        "deployed; eager on cpu)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,6 @@ tables; blocks of a stage that differ only in their position share a key unless 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import json
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from latency_tables.cost_cache import stored_counts
 from search_spaces import ArchSpec, DownsampleSpec, SearchSpace, StemSpec
 from search_spaces.mixers import build_block
 from search_spaces.mixers.common import timm
@@ -28,7 +26,7 @@ from search_spaces.spec import (
 )
 from search_spaces.transitions import build_stem, build_transition
 
-__all__ = ["Block", "block_params", "decompose", "space_blocks"]
+__all__ = ["Block", "decompose", "space_blocks"]
 
 ROLES = ("stem", "transition", "block", "head")
 
@@ -78,17 +76,6 @@ class Block:
         c, h, w = self.in_shape
         shape = (batch, c, h, w) if self.role in ("stem", "head") else (batch, h, w, c)
         return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
-
-
-@functools.lru_cache(maxsize=65536)
-def block_params(block: Block) -> int:
-    """Parameters of `block` (its weights' footprint): from the stored counts (`cost_cache`) when they have it,
-    else counted on the meta device (~1-8 ms, cached)."""
-    counts = stored_counts().get((block.key, block.in_shape, 1))
-    if counts is not None:  # counts[3] = input elements + parameters, for a batch of one
-        return counts[3] - block.in_shape[0] * block.in_shape[1] * block.in_shape[2]
-    with torch.device("meta"):
-        return sum(p.numel() for p in block.build().parameters())
 
 
 def _describe(**fields: object) -> str:

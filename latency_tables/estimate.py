@@ -1,169 +1,117 @@
-"""Roofline estimates of block latency, calibrated on measured entries.
+"""Estimates of the blocks a table has not measured: the kernel model of `gpu_model`, and where it stands.
 
-A block's cost is its FLOPs (multiply-adds of matmuls, convolutions and attention, as `torch.utils.flop_counter`
-counts them), the bytes it moves (input and weights once, plus every op's output written and read once) and its
-number of ops (each one a kernel launch or a CPU dispatch), all counted in one forward on the meta device. Its latency is
-``max(flops / F, bytes / B) + ops * L`` with effective rates F (FLOP/s) and B (bytes/s) and a per-op cost L.
-`calibrate` fits (F, B, L) to measured entries of one target; `Roofline.transfer` moves a fit to another target by
-the ratio of the targets' peak rates (and takes that target's launch cost); without any fit, a GPU target gets
-50% of its peak FLOP/s and 70% of its bandwidth.
+A block's kernels (`block_costs`: counted on the meta device as its target runs it) each take ``max(compute,
+memory)`` at the rates of an `Estimator`, plus a per-kernel cost. What the rates and efficiencies stand on, in
+the order a table takes them (`LatencyTable.estimator`):
+
+1. the table's own measured entries (three or more): one compute rate, one bandwidth and one per-kernel cost
+   fitted on them (the CPU target has no public specs: this is its only estimate);
+2. for a GPU, the calibration ``launch.py calibrate`` fitted on that GPU's own timm benchmark CSV;
+3. for a GPU, the shipped calibration (``data/gpu-calibration.json``: per-class efficiencies fitted on timm's
+   public GPU benchmarks), moved to the target by its public specs (peak FLOP/s, bandwidth).
+
+Every estimate names its runtime and basis in `Estimator.basis`, which ends up in `Prediction.source`.
 """
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass, replace
+import logging
+import random
+from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
 
+from latency_tables.block_costs import block_costs, profile_for, variant_name
 from latency_tables.blocks import Block
-from latency_tables.cost_cache import Counts, stored_counts
-from latency_tables.measure import DTYPES
+from latency_tables.calibration import (
+    CalibrationError, Sample, fit, load_calibrations, shipped_calibration_path, target_calibration_path,
+)
+from latency_tables.counting import OP_CLASSES
+from latency_tables.gpu_model import Calibration, GpuRates, gpu_rates, profile_seconds
 from latency_tables.targets import Target
 
-__all__ = ["BlockCost", "Roofline", "block_cost", "calibrate", "count_block", "default_roofline", "EstimationError"]
+__all__ = ["EstimationError", "Estimator", "fitted_estimator", "calibrated_estimator", "CALIBRATION_SAMPLE"]
 
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+_log = logging.getLogger(__name__)
+CALIBRATION_SAMPLE = 150  # measured entries a table fits its own estimator on
+# From this many entries the fit has one efficiency per op class (11 numbers): on the cpu table, 150 entries
+# predicting 300 others, median |error| 12-14% against 19-20% tied (benchmarks/latency_estimator.py).
+PER_CLASS_MIN_ENTRIES = 100
+# Nominal rates of a target without public specs (the CPU): its fitted efficiencies scale these.
+NOMINAL_RATES = GpuRates(np.full(len(OP_CLASSES), 1e11), 1e10, 1e11)
 
 
 class EstimationError(ValueError):
-    """No estimate can be made (e.g. a CPU target without measured entries to calibrate on)."""
+    """No estimate can be made (e.g. a CPU target without measured entries to fit on)."""
 
 
 @dataclass(frozen=True)
-class BlockCost:
-    flops: float  # multiply-adds
-    bytes: float
-    ops: int
+class Estimator:
+    """Latency of unmeasured blocks: `calibration` at `rates`, blocks counted as `variant`, at `batch`, never below
+    a block's kernels x `dispatch_us`. `basis` says what it stands on."""
+    calibration: Calibration
+    rates: GpuRates
+    variant: str
+    batch: int
+    dispatch_us: float
+    basis: str
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def block_ms(self, block: Block) -> float:
+        """Estimated ms of `block` (computed once per block: a search asks for the same blocks again and again)."""
+        cached = self._cache.get(block)
+        if cached is None:
+            profiles, _, _ = block_costs(block, self.variant)
+            profile = profile_for(profiles, self.batch)
+            cached = self._cache[block] = 1e3 * profile_seconds(profile, self.batch, self.rates, self.calibration,
+                                                                self.dispatch_us)
+        return cached
 
 
-class _OpCounter(TorchDispatchMode):
-    """Counts the aten ops a forward runs (views and allocations excluded) and the elements they write."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-        self.elements = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if not func.is_view and func.overloadpacket.__name__ not in _NO_KERNEL_OPS:
-            self.ops += 1
-            for tensor in (out if isinstance(out, (tuple, list)) else (out,)):
-                if isinstance(tensor, torch.Tensor):
-                    self.elements += tensor.numel()
-        return out
+def _rates(target: Target, dtype: str) -> GpuRates:
+    return gpu_rates(target, dtype) if target.is_gpu else NOMINAL_RATES
 
 
-# ops that launch no kernel of their own (metadata, allocation, scalar reads)
-_NO_KERNEL_OPS = frozenset({"detach", "lift_fresh", "empty", "empty_like", "empty_strided", "zeros", "ones", "full",
-                            "arange", "scalar_tensor", "new_empty", "new_zeros", "new_ones", "_local_scalar_dense",
-                            "alias", "_to_copy"})
+def fitted_estimator(target: Target, measured: list[tuple[Block, float]], variant: str, batch: int,
+                     dtype: str, runtime: str, per_class: bool | None = None) -> Estimator:
+    """An estimator fitted on a table's own ``(block, measured ms)`` entries (a random `CALIBRATION_SAMPLE`): one
+    efficiency per op class from `PER_CLASS_MIN_ENTRIES` entries up, three tied numbers below that (`per_class`
+    forces one or the other)."""
+    if len(measured) < 3:
+        raise EstimationError(f"need at least 3 measured entries of {target.name} to fit an estimate, got "
+                              f"{len(measured)}")
+    sample = list(measured)
+    random.Random(0).shuffle(sample)
+    rates = _rates(target, dtype)
+    samples = [Sample(profile_for(block_costs(block, variant)[0], batch), batch, ms, rates)
+               for block, ms in sample[:CALIBRATION_SAMPLE]]
+    tied = len(samples) < PER_CLASS_MIN_ENTRIES if per_class is None else not per_class
+    calibration = fit(samples, runtime, f"{len(samples)} measured {target.name} entries", tied=tied)
+    return Estimator(calibration, rates, variant, batch, 0.0,
+                     f"{runtime} runtime, fitted on {len(samples)} measured {target.name} entries")
 
 
-def _count(block: Block, batch: int, device: torch.device) -> Counts:
-    """``(multiply-adds, ops, elements written, input elements + parameters)`` of one forward of `block`."""
-    with device:
-        module = block.build().eval()
-    example = block.example_input(batch).to(device)
-    counter, flop_counter = _OpCounter(), FlopCounterMode(display=False)
-    with torch.no_grad(), flop_counter, counter:
-        module(example)
-    params = sum(p.numel() for p in module.parameters())
-    return flop_counter.get_total_flops() / 2, counter.ops, counter.elements, params + example.numel()
-
-
-def count_block(block: Block, batch: int) -> Counts:
-    """`_count` on the meta device (~13 ms a block: nothing is allocated or computed, 25x faster than a jit
-    trace); a block whose forward needs real values falls back to the CPU."""
+def calibrated_estimator(target: Target, implementation: str, runtime: str, batch: int, dtype: str) -> Estimator:
+    """A GPU target's estimator from its own calibration file if ``launch.py calibrate`` wrote one, else from the
+    shipped calibration moved to it by its specs."""
+    if not target.is_gpu:
+        raise EstimationError("the cpu target has no public specs: measure some entries first "
+                              "(python launch.py measure --target cpu)")
+    own = target_calibration_path(target.name)
+    path, moved = (own, False) if own.exists() else (shipped_calibration_path(), True)
     try:
-        return _count(block, batch, torch.device("meta"))
-    except (NotImplementedError, RuntimeError):
-        return _count(block, batch, torch.device("cpu"))
-
-
-@functools.lru_cache(maxsize=65536)
-def _block_cost_cached(block: Block, batch: int, dtype: str) -> BlockCost:
-    counts = stored_counts().get((block.key, block.in_shape, batch)) or count_block(block, batch)
-    flops, ops, written, read = counts
-    return BlockCost(float(flops), float(DTYPE_BYTES[dtype] * (read + 2 * written)), ops)
-
-
-def block_cost(block: Block, batch: int, dtype: str) -> BlockCost:
-    """FLOPs, bytes moved and op count of `block` for a batch of `batch` in `dtype` (cached per process)."""
-    if dtype not in DTYPES:
-        raise EstimationError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return _block_cost_cached(block, batch, dtype)
-
-
-@dataclass(frozen=True)
-class Roofline:
-    """Effective rates of one target: ``latency = max(flops / flops_per_s, bytes / bytes_per_s) + ops * op_s``."""
-    target: str
-    flops_per_s: float  # multiply-adds per second
-    bytes_per_s: float
-    op_s: float
-    calibrated_on: str  # e.g. "412 measured cpu entries" or "no measurements: 50% of peak FLOP/s, 70% of bandwidth"
-
-    def predict_ms(self, cost: BlockCost) -> float:
-        return 1e3 * (max(cost.flops / self.flops_per_s, cost.bytes / self.bytes_per_s) + cost.ops * self.op_s)
-
-    def transfer(self, source: Target, destination: Target, dtype: str) -> Roofline:
-        """This fit moved to `destination` by the ratio of peak FLOP/s and bandwidth; its launch cost taken."""
-        src_flops, dst_flops = source.peak_flops.get(dtype), destination.peak_flops.get(dtype)
-        src_bw, dst_bw = source.memory_bandwidth_bytes_per_s, destination.memory_bandwidth_bytes_per_s
-        if not (src_flops and dst_flops and src_bw and dst_bw):
-            raise EstimationError(f"cannot move a {source.name} calibration to {destination.name} in {dtype}: "
-                                  f"peak FLOP/s or bandwidth unknown for one of them")
-        return replace(self, target=destination.name, flops_per_s=self.flops_per_s * dst_flops / src_flops,
-                       bytes_per_s=self.bytes_per_s * dst_bw / src_bw, op_s=destination.launch_overhead_us * 1e-6,
-                       calibrated_on=f"{self.calibrated_on}, scaled to {destination.name} by peak rates")
-
-
-def default_roofline(target: Target, dtype: str) -> Roofline:
-    peak, bandwidth = target.peak_flops.get(dtype), target.memory_bandwidth_bytes_per_s
-    if not (peak and bandwidth):
-        raise EstimationError(f"target {target.name!r} has no public peak rates for {dtype}; measure it first "
-                              f"(python launch.py measure --target {target.name})")
-    return Roofline(target.name, 0.5 * peak / 2, 0.7 * bandwidth, target.launch_overhead_us * 1e-6,
-                    "no measurements: 50% of peak FLOP/s, 70% of bandwidth")
-
-
-def calibrate(samples: list[tuple[BlockCost, float]], target: str) -> Roofline:
-    """Fit (F, B, L) to measured ``(cost, latency_ms)`` pairs, minimising squared log error (coordinate search)."""
-    if len(samples) < 3:
-        raise EstimationError(f"need at least 3 measured entries of {target} to calibrate, got {len(samples)}")
-    flops = np.array([c.flops for c, _ in samples])
-    moved = np.array([c.bytes for c, _ in samples])
-    ops = np.array([c.ops for c, _ in samples], dtype=float)
-    measured_s = np.array([ms for _, ms in samples]) * 1e-3
-
-    def loss(log_params: np.ndarray) -> float:
-        f, b, l = np.exp(log_params)
-        predicted = np.maximum(flops / f, moved / b) + ops * l
-        return float(np.mean((np.log(predicted) - np.log(measured_s)) ** 2))
-
-    def descend(start: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, float]:
-        best, best_loss, step = start, loss(start), 1.0
-        while step > 1e-4:
-            improved = False
-            for axis in axes:
-                for direction in (1.0, -1.0):
-                    trial = best.copy()
-                    trial[axis] += direction * step
-                    trial_loss = loss(trial)
-                    if trial_loss < best_loss:
-                        best, best_loss, improved = trial, trial_loss, True
-            if not improved:
-                step /= 2
-        return best, best_loss
-
-    # The per-op cost is weakly determined next to the rates: try it on a grid (rates descended for each), then
-    # refine all three from the best start. Rates start where they would explain the median entry alone.
-    rates = np.log([np.median(flops / measured_s), np.median(moved / measured_s)])
-    starts = [descend(np.array([*rates, np.log(l)]), (0, 1)) for l in np.logspace(-8, -2, 13)]
-    best, _ = descend(min(starts, key=lambda item: item[1])[0], (0, 1, 2))
-    f, b, l = np.exp(best)
-    return Roofline(target, float(f), float(b), float(l), f"{len(samples)} measured {target} entries")
+        calibrations = load_calibrations(path)
+    except CalibrationError as error:
+        raise EstimationError(str(error)) from None
+    if runtime not in calibrations:
+        raise EstimationError(f"{path} holds no calibration of the {runtime} runtime (it has "
+                              f"{', '.join(calibrations) or 'none'})")
+    calibration = calibrations[runtime]
+    try:
+        rates = gpu_rates(target, dtype)
+    except ValueError as error:
+        raise EstimationError(str(error)) from None
+    basis = f"{runtime} runtime, calibrated on {calibration.fitted_on}"
+    if moved:
+        basis += f", transferred to {target.name} by its specs"
+    return Estimator(calibration, rates, variant_name(implementation, runtime, dtype), batch,
+                     target.dispatch_us[runtime], basis)

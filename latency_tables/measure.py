@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from latency_tables.blocks import Block
-from search_spaces import ArchSpec, build_model
+from search_spaces import ArchSpec, build_model, fold_batchnorm
 
 __all__ = ["MeasureSettings", "Timing", "quick_settings", "time_block", "time_callable", "time_module", "time_network",
            "time_networks", "combine_passes", "DTYPES"]
@@ -32,6 +32,7 @@ class MeasureSettings:
     resolution: int = 224
     dtype: str = "fp32"
     implementation: str = "torch"  # "triton" on GPUs: the attention mixers on the project's kernels
+    runtime: str = "eager"  # "compiled": timed under torch.compile (GPU targets' default runtime)
     warmup: int = 3
     min_repeats: int = 10
     max_repeats: int = 50
@@ -40,10 +41,16 @@ class MeasureSettings:
     flush_cache_mb: int = 16  # CPU: written before every repeat so weights come from memory as in a full
     # network (2x this machine's 2x4 MiB L2); the input is then read once, as if a neighbour had just written it
     passes: int = 1  # timings of each entry, spread over a chunk of entries; the entry is their median
+    fold_batchnorm: bool = True  # time blocks and networks as deployed (`search_spaces.fold_batchnorm`)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def stored_implementation(self) -> str:
+        """What a table's ``implementation`` column holds: ``triton``, ``torch``, or ``triton+compiled`` etc."""
+        return self.implementation if self.runtime == "eager" else f"{self.implementation}+{self.runtime}"
 
 
 def quick_settings(settings: MeasureSettings, repeats: int) -> MeasureSettings:
@@ -120,23 +127,31 @@ def time_module(module: nn.Module, example: torch.Tensor, settings: MeasureSetti
     """Time ``module(example)`` in eval mode and `settings.dtype` on `device` (default: the example's)."""
     device = device or example.device
     module = module.to(device=device, dtype=DTYPES[settings.dtype]).eval()
+    if settings.runtime == "compiled":
+        module = torch.compile(module)
     example = example.to(device=device, dtype=DTYPES[settings.dtype])
     before_each = _cache_flusher(example, settings.flush_cache_mb) if device.type == "cpu" else None
     with torch.inference_mode():
         return time_callable(lambda: module(example), settings, device, before_each)
 
 
+def _deployed(module: nn.Module, settings: MeasureSettings) -> nn.Module:
+    return fold_batchnorm(module) if settings.fold_batchnorm else module
+
+
 def time_block(block: Block, settings: MeasureSettings, device: torch.device) -> Timing:
-    """Time `block` alone, as a table entry is measured: weights from seed 0, a random input of its shape."""
+    """Time `block` alone, as a table entry is measured: weights from seed 0, a random input of its shape,
+    BatchNorm folded as deployed (``settings.fold_batchnorm``)."""
     torch.manual_seed(0)
-    return time_module(block.build(), block.example_input(settings.batch), settings, device)
+    return time_module(_deployed(block.build(), settings), block.example_input(settings.batch), settings, device)
 
 
 def time_network(spec: ArchSpec, settings: MeasureSettings, device: torch.device) -> Timing:
-    """Time `spec` end to end on a seeded random ``[batch, 3, resolution, resolution]`` input."""
+    """Time `spec` end to end on a seeded random ``[batch, 3, resolution, resolution]`` input, BatchNorm folded as
+    deployed (``settings.fold_batchnorm``)."""
     torch.manual_seed(0)
     example = torch.randn(settings.batch, 3, settings.resolution, settings.resolution)
-    return time_module(build_model(spec), example, settings, device)
+    return time_module(_deployed(build_model(spec), settings), example, settings, device)
 
 
 def time_networks(specs: list[ArchSpec], settings: MeasureSettings, device: torch.device, passes: int,

@@ -1,9 +1,9 @@
 """Latency of an `ArchSpec` on a target: the sum of its blocks' entries, with a per-stage breakdown and sources.
 
-Entries come from the target's table (measured on its device); blocks without an entry are estimated by the
-roofline model (`estimate`), calibrated on the target's measured entries if it has at least a few, else on the
-measured GPU table closest in bandwidth (scaled by peak rates), else uncalibrated. On the target's own device,
-`LatencyTable.measure_missing` measures them instead.
+Entries come from the target's table (measured on its device); blocks without an entry are estimated
+(`estimate`: fitted on the table's own entries where it has a few, else, for a GPU, calibrated on public GPU
+benchmarks and moved to the target by its specs). On the target's own device, `LatencyTable.measure_missing`
+measures them instead.
 """
 from __future__ import annotations
 
@@ -20,19 +20,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from latency_tables.blocks import Block, block_params, decompose
-from latency_tables.estimate import DTYPE_BYTES, EstimationError, Roofline, block_cost, calibrate, default_roofline
+from latency_tables.block_costs import block_costs, variant_name
+from latency_tables.blocks import Block, decompose
+from latency_tables.counting import RUNTIMES
+from latency_tables.estimate import EstimationError, Estimator, calibrated_estimator, fitted_estimator
 from latency_tables.measure import (DTYPES, MeasureSettings, Timing, combine_passes, time_block, time_network,
                                    time_networks)
 from latency_tables.storage import EntryKey, LatencyDB, Measurement, default_db_path
-from latency_tables.targets import TARGETS, Target, current_device_string, get_target, software_versions
+from latency_tables.targets import Target, current_device_string, get_target, software_versions
 from search_spaces import ArchSpec
 
 __all__ = ["AdditivityCorrection", "BlockLatency", "Drift", "StageLatency", "Prediction", "LatencyTable", "predict",
            "open_table", "weights_mb", "activations_mb", "NETWORK_PASSES"]
 
 _log = logging.getLogger(__name__)
-CALIBRATION_SAMPLE = 150  # measured entries used to calibrate the estimator (block costs are traced, ~0.1 s each)
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 NETWORK_PASSES = 3  # timings per network: correction fit (`time_networks`), exported model cards (`measure_network`)
 CPU_ENTRY_PASSES = 3  # timings per cpu entry (`MeasureSettings.passes`); GPU timings (do_bench) are steady
 MEASURE_CHUNK = 48  # blocks timed pass after pass together: the passes of an entry lie ~10 s apart on a CPU
@@ -149,7 +151,7 @@ def _drift(what: str, ratios: list[float]) -> Drift:
 
 def weights_mb(blocks: list[Block], dtype: str) -> float:
     """Parameter footprint of a network's blocks in MB (2**20 bytes) of `dtype`."""
-    return sum(block_params(b) for b in blocks) * DTYPE_BYTES[dtype] / 2**20
+    return sum(block_costs(b, "torch-eager-fp32")[1] for b in blocks) * DTYPE_BYTES[dtype] / 2**20
 
 
 def activations_mb(blocks: list[Block], batch: int, dtype: str) -> float:
@@ -173,13 +175,13 @@ class LatencyTable:
     def __init__(self, target: Target, db: LatencyDB, settings: MeasureSettings) -> None:
         self.target, self.db, self.settings = target, db, settings
         self._entries: dict[tuple[str, tuple[int, int, int]], Measurement] | None = None
-        self._roofline: Roofline | None = None
+        self._estimator: Estimator | None = None
         self._correction: AdditivityCorrection | None | bool = False  # False: not loaded yet
 
     @property
     def _correction_key(self) -> str:
         s = self.settings
-        return f"additivity:{self.target.name}:{s.implementation}:{s.dtype}:batch{s.batch}:res{s.resolution}"
+        return f"additivity:{self.target.name}:{s.stored_implementation}:{s.dtype}:batch{s.batch}:res{s.resolution}"
 
     def correction(self) -> AdditivityCorrection | None:
         """The additivity correction fitted for this table's settings, if any (`fit_correction`)."""
@@ -281,7 +283,7 @@ class LatencyTable:
         if self._entries is None:
             found: dict[tuple[str, tuple[int, int, int]], Measurement] = {}
             for key, measurement in self.db.entries(target=self.target.name,
-                                                    implementation=self.settings.implementation,
+                                                    implementation=self.settings.stored_implementation,
                                                     dtype=self.settings.dtype, batch=self.settings.batch):
                 index = (key.block_key, (key.channels, key.height, key.width))
                 if index not in found or found[index].measured_at < measurement.measured_at:
@@ -291,7 +293,7 @@ class LatencyTable:
 
     def _entry_key(self, block: Block, device: str) -> EntryKey:
         versions = software_versions()
-        return EntryKey(target=self.target.name, device=device, implementation=self.settings.implementation,
+        return EntryKey(target=self.target.name, device=device, implementation=self.settings.stored_implementation,
                         dtype=self.settings.dtype, batch=self.settings.batch, block_key=block.key,
                         channels=block.in_shape[0], height=block.in_shape[1], width=block.in_shape[2],
                         torch_version=versions["torch"], triton_version=versions["triton"],
@@ -331,7 +333,7 @@ class LatencyTable:
                         if pass_index == passes - 1:
                             self._store(block, combine_passes(block_timings), device_string)
         if todo:
-            self._roofline = None  # recalibrate with the new entries
+            self._estimator = None  # refit with the new entries
         return len(todo)
 
     def _store(self, block: Block, timing: Timing, device_string: str) -> None:
@@ -342,27 +344,18 @@ class LatencyTable:
         self.entries()[(block.key, block.in_shape)] = measurement
 
     # ------------------------------------------------------------------------------------------- estimation
-    def roofline(self) -> Roofline:
-        """The estimator for this table's blocks (see module docstring for the order of preference)."""
-        if self._roofline is None:
-            self._roofline = self._calibrated_roofline()
-        return self._roofline
-
-    def _calibration_samples(self) -> list[tuple]:
-        items = sorted(self.entries().items())
-        random.Random(0).shuffle(items)
-        return [(block_cost(_block_from_key(key, shape), self.settings.batch, self.settings.dtype), m.median_ms)
-                for (key, shape), m in items[:CALIBRATION_SAMPLE]]
-
-    def _calibrated_roofline(self) -> Roofline:
-        if len(self.entries()) >= 3:
-            return calibrate(self._calibration_samples(), self.target.name)
-        if self.target.kind == "cpu":
-            raise EstimationError("the cpu table has fewer than 3 measured entries to calibrate the estimator on; "
-                                  "run: python launch.py measure --target cpu")
-        for other in _closest_measured_gpu_targets(self.target, self.settings):
-            return other.roofline().transfer(other.target, self.target, self.settings.dtype)
-        return default_roofline(self.target, self.settings.dtype)
+    def estimator(self) -> Estimator:
+        """What estimates this table's unmeasured blocks (`estimate`, in its order of preference)."""
+        if self._estimator is None:
+            s = self.settings
+            if len(self.entries()) >= 3:
+                measured = [(_block_from_key(key, shape), m.median_ms) for (key, shape), m in sorted(
+                    self.entries().items())]
+                self._estimator = fitted_estimator(self.target, measured, variant_name(
+                    s.implementation, s.runtime, s.dtype), s.batch, s.dtype, s.runtime)
+            else:
+                self._estimator = calibrated_estimator(self.target, s.implementation, s.runtime, s.batch, s.dtype)
+        return self._estimator
 
     # --------------------------------------------------------------------------------------------- predict
     def predict(self, spec: ArchSpec) -> Prediction:
@@ -374,7 +367,7 @@ class LatencyTable:
             if measurement is not None:
                 latency_ms, source = measurement.median_ms, "measured"
             else:
-                latency_ms = self.roofline().predict_ms(block_cost(block, self.settings.batch, self.settings.dtype))
+                latency_ms = self.estimator().block_ms(block)
                 source = "estimated"
             if correction is not None:  # from alone to inside a network
                 latency_ms = correction.block_ms(latency_ms, weights_mb([block], self.settings.dtype),
@@ -390,23 +383,30 @@ class LatencyTable:
         if not estimated:
             source = f"measured ({self.target.name} table)"
         else:
-            basis = f"roofline ({self.roofline().calibrated_on})"
-            source = (f"estimated from {basis}" if estimated == len(parts) else
-                      f"measured {len(parts) - estimated}/{len(parts)} blocks, the rest estimated from {basis}")
+            basis = self.estimator().basis
+            source = (f"estimated: {basis}" if estimated == len(parts) else
+                      f"measured {len(parts) - estimated}/{len(parts)} blocks, the rest estimated: {basis}")
         if correction is not None:
             source += f"; additivity-corrected on {correction.networks} networks"
         return Prediction(sum(p.latency_ms for p in parts), stage_rows, tuple(parts), source, self.target.name,
                           self.db.url)
 
 
+DEFAULT_GPU_RUNTIME = "compiled"  # what a user deploying these backbones runs: see README, "GPU estimates"
+
+
 def default_settings(target: Target, batch: int | None = None, resolution: int | None = None,
-                     dtype: str | None = None) -> MeasureSettings:
-    """The target's defaults (batch 1, 224x224, bf16 on GPU / fp32 on CPU) with any of them overridden."""
+                     dtype: str | None = None, runtime: str | None = None) -> MeasureSettings:
+    """The target's defaults (batch 1, 224x224, bf16 and the compiled runtime on GPU / fp32 eager on CPU) with any
+    of them overridden."""
     dtype = dtype or target.default_dtype
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    runtime = runtime or (DEFAULT_GPU_RUNTIME if target.is_gpu else "eager")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     return MeasureSettings(batch=batch or target.default_batch, resolution=resolution or target.default_resolution,
-                           dtype=dtype, implementation="triton" if target.kind == "gpu" else "torch",
+                           dtype=dtype, implementation="triton" if target.kind == "gpu" else "torch", runtime=runtime,
                            threads=os.cpu_count() or 1, passes=1 if target.kind == "gpu" else CPU_ENTRY_PASSES)
 
 
@@ -414,37 +414,24 @@ _tables: dict[tuple, LatencyTable] = {}
 
 
 def open_table(target: str | Target, db: str | Path | None = None, batch: int | None = None,
-               resolution: int | None = None, dtype: str | None = None, create: bool = True) -> LatencyTable:
+               resolution: int | None = None, dtype: str | None = None, create: bool = True,
+               runtime: str | None = None) -> LatencyTable:
     """The (cached) `LatencyTable` of `target` in `db` (default: the table shipped in latency_tables/data).
 
     With ``create=False`` a missing default table is not created on disk: lookups then see an empty table.
     """
     target = get_target(target) if isinstance(target, str) else target
-    settings = default_settings(target, batch, resolution, dtype)
+    settings = default_settings(target, batch, resolution, dtype, runtime)
     url = str(db) if db is not None else str(default_db_path(target.name))
     if db is None and not create and not default_db_path(target.name).exists():
         url = "sqlite://"  # in memory: nothing measured for this target, and nothing written for a lookup
-    cache_key = (target.name, url, dataclasses.astuple(settings)[:5])
+    cache_key = (target.name, url, settings.batch, settings.resolution, settings.dtype, settings.stored_implementation)
     if cache_key not in _tables:
         _tables[cache_key] = LatencyTable(target, LatencyDB(url), settings)
     return _tables[cache_key]
 
 
-def _closest_measured_gpu_targets(target: Target, settings: MeasureSettings) -> list[LatencyTable]:
-    """Shipped tables of other GPU targets with enough entries at these settings, closest bandwidth first."""
-    tables = []
-    for other in TARGETS.values():
-        if other.kind != "gpu" or other.name == target.name or not default_db_path(other.name).exists():
-            continue
-        table = open_table(other, batch=settings.batch, resolution=settings.resolution, dtype=settings.dtype,
-                           create=False)
-        if len(table.entries()) >= 3 and other.memory_bandwidth_bytes_per_s:
-            tables.append(table)
-    reference_bw = target.memory_bandwidth_bytes_per_s or 0.0
-    return sorted(tables, key=lambda t: abs(t.target.memory_bandwidth_bytes_per_s - reference_bw))
-
-
 def predict(spec: ArchSpec, target: str | Target, db: str | Path | None = None, batch: int | None = None,
-            resolution: int | None = None, dtype: str | None = None) -> Prediction:
+            resolution: int | None = None, dtype: str | None = None, runtime: str | None = None) -> Prediction:
     """Latency of `spec` on `target` in ms, with its per-stage breakdown and where each number came from."""
-    return open_table(target, db, batch, resolution, dtype, create=False).predict(spec)
+    return open_table(target, db, batch, resolution, dtype, create=False, runtime=runtime).predict(spec)

@@ -61,7 +61,11 @@ class Target:
     default_dtype: str
     default_batch: int = 1
     default_resolution: int = 224
-    launch_overhead_us: float = 4.0
+    # CPU cost of issuing one kernel per runtime (us), the floor of a batch-1 forward: ASSUMED, not measured here
+    # (no GPU has been lent to this project). PyTorch eager's dispatcher and cudaLaunchKernel cost about 5-10 us an
+    # op on a fast host core, a compiled graph's generated launcher about 3-5 us a kernel (PyTorch's CUDA graphs
+    # and torch.compile documentation give these orders of magnitude). Measuring a table on the GPU replaces it.
+    dispatch_us: Mapping[str, float] = field(default_factory=lambda: {"eager": 8.0, "compiled": 4.0}, hash=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -77,8 +81,11 @@ class Target:
             raise ValueError(f"target {self.name!r}: default dtype {self.default_dtype!r} is not supported by it")
         for pattern in self.device_patterns:
             re.compile(pattern)
-        # Read-only view, so a shared `TARGETS` entry cannot be changed by one caller for all others.
+        if set(self.dispatch_us) != {"eager", "compiled"} or not all(v > 0 for v in self.dispatch_us.values()):
+            raise ValueError(f"target {self.name!r}: dispatch_us needs positive 'eager' and 'compiled' costs")
+        # Read-only views, so a shared `TARGETS` entry cannot be changed by one caller for all others.
         object.__setattr__(self, "peak_flops", MappingProxyType(dict(self.peak_flops)))
+        object.__setattr__(self, "dispatch_us", MappingProxyType(dict(self.dispatch_us)))
 
     @property
     def is_gpu(self) -> bool:
@@ -101,11 +108,11 @@ def _flops(fp32: float | None, tf32: float | None, fp16: float | None, bf16: flo
 
 _TARGET_LIST = (
     # This machine's CPU. Its peak FLOP/s and bandwidth are not public facts of a target name; estimates for the
-    # cpu target are calibrated from measured entries only. Launch overhead is PyTorch's per-op dispatch cost.
+    # cpu target are fitted on its measured entries only (their per-kernel cost includes PyTorch's dispatch).
     Target(
         name="cpu", kind="cpu", description="the CPU of the machine that measures (keyed by its device string)",
         peak_flops=_flops(None, None, None, None), memory_bandwidth_bytes_per_s=None, sm_count=None,
-        memory_gib=None, device_patterns=(), default_dtype="fp32", launch_overhead_us=10.0,
+        memory_gib=None, device_patterns=(), default_dtype="fp32",
     ),
     # NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB column): FP32 19.5 TF, TF32 156 TF, BF16/FP16 312 TF dense,
     # 2,039 GB/s; 108 SMs per the NVIDIA A100 (Ampere GA100) architecture whitepaper. Matches every A100: the 40GB

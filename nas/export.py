@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import torch
 
 from latency_tables import NETWORK_PASSES, TargetUnavailableError, open_table
-from nas._files import replace_dir_atomic, write_json_atomic
+from latency_tables.files import replace_dir_atomic, write_json_atomic
 from nas.study import TrialRecord, best_record, pareto_records, records
-from search_spaces import ArchSpec, count_flops, count_params
+from search_spaces import ArchSpec, build_model, count_flops, count_params, fold_batchnorm
 
 __all__ = ["ExportError", "Exported", "export_study", "export_record", "model_name", "choose", "plot_pareto"]
 
@@ -94,7 +95,7 @@ def _measured_here(spec: ArchSpec, attrs: dict) -> str | None:
     do not average over minutes as `latency_tables.measure.time_networks` does)."""
     try:
         table = open_table(attrs["target"], db=None, batch=attrs.get("batch"), resolution=attrs.get("resolution"),
-                           dtype=attrs.get("dtype"), create=False)
+                           dtype=attrs.get("dtype"), create=False, runtime=attrs.get("runtime"))
         timing = table.measure_network(spec, passes=NETWORK_PASSES)
     except TargetUnavailableError:
         return None
@@ -107,6 +108,10 @@ def _measured_here(spec: ArchSpec, attrs: dict) -> str | None:
 def _model_card(name: str, row: TrialRecord, role: str, attrs: dict, params: int, flops: int,
                 measured: str | None) -> str:
     resolution = attrs.get("resolution", 224)
+    folds = sum(isinstance(m, torch.nn.BatchNorm2d) for m in build_model(row.spec).modules()) - \
+        sum(isinstance(m, torch.nn.BatchNorm2d) for m in fold_batchnorm(build_model(row.spec)).modules())
+    runtime_note = ("; compiled: `torch.compile(model)`, which the estimate models" if attrs.get("runtime") ==
+                    "compiled" else "")
     stages = "\n".join(f"| {stage} | {ms:.4f} |" for stage, ms in row.breakdown_ms.items())
     mixers = ", ".join(f"{s.mixer.kind} x{s.depth} ({s.width} ch)" for s in row.spec.stages)
     proxies = "\n".join(f"| {key} | {value:.6g} |" for key, value in (
@@ -122,11 +127,15 @@ import timm
 model = timm.create_model("{name}", num_classes=1000)
 ```
 
-## Latency on `{attrs['target']}` (batch {attrs.get('batch')}, {resolution}x{resolution}, {attrs.get('dtype')})
+## Latency on `{attrs['target']}` (batch {attrs.get('batch')}, {resolution}x{resolution}, {attrs.get('dtype')}, \
+{attrs.get('runtime', 'eager')} runtime)
 - Budget: {attrs['budget_ms']:g} ms
 - Predicted: **{row.latency_ms:.3f} ms** — {row.latency_source}
 - Latency table: `{attrs.get('latency_table')}`
 - Measured: {measured or 'not measured (this machine is not the target)'}
+- As deployed: BatchNorm folded into the convolutions before it (RepViT and SHViT Conv-BN, RepViT's mixer into one
+  depthwise 3x3): the latency assumes `search_spaces.fold_batchnorm(model)` after training; without it the
+  network runs {folds} more BatchNorm kernels{runtime_note}.
 
 | part | predicted ms |
 | --- | ---: |

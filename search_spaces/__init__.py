@@ -6,10 +6,13 @@ Importing this package registers the reference architectures with timm as ``hnas
 from __future__ import annotations
 
 from search_spaces.backbone import HybridBackbone, build_model
+from search_spaces.deploy import fold_batchnorm
 from search_spaces.flops import count_flops, count_params, module_flops
-from search_spaces.reference import REFERENCE_ARCHS, TINY_ARCHS
+from search_spaces.reference import CIFAR_REFERENCE_ARCHS, REFERENCE_ARCHS, TINY_ARCHS
 from search_spaces.registry import MODEL_PREFIX, register_arch
-from search_spaces.space import CIFAR_SPACE, DEFAULT_SPACE, SearchSpace, sample_arch, sample_archs
+from search_spaces.space import (
+    CIFAR_SPACE, DEFAULT_SPACE, SPACES, SearchSpace, SpaceError, load_space, sample_arch, sample_archs,
+)
 from search_spaces.spec import (
     MIXER_TYPES, SCHEMA_VERSION, ArchSpec, ConvMixer, DownsampleSpec, HeadSpec, LinearMixer, MixerSpec, QnAMixer,
     SingleHeadMixer, SpecError, StageSpec, StemSpec, StripMixer, WindowMixer,
@@ -18,8 +21,8 @@ from search_spaces.spec import (
 __all__ = [
     "ArchSpec", "StemSpec", "StageSpec", "DownsampleSpec", "HeadSpec", "MixerSpec", "MIXER_TYPES", "SCHEMA_VERSION",
     "ConvMixer", "WindowMixer", "LinearMixer", "SingleHeadMixer", "StripMixer", "QnAMixer", "SpecError",
-    "SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "sample_arch", "sample_archs",
-    "HybridBackbone", "build_model", "register_arch", "MODEL_PREFIX",
-    "REFERENCE_ARCHS", "TINY_ARCHS",
+    "SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "SPACES", "SpaceError", "load_space", "sample_arch", "sample_archs",
+    "HybridBackbone", "build_model", "fold_batchnorm", "register_arch", "MODEL_PREFIX",
+    "REFERENCE_ARCHS", "CIFAR_REFERENCE_ARCHS", "TINY_ARCHS",
     "count_flops", "count_params", "module_flops",
 ]

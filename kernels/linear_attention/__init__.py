@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import resolve_backend
+from kernels._dispatch import fused_kernel, resolve_backend
 from kernels.linear_attention.naive import linear_attention_reference
 
 __all__ = ["linear_attention"]
 
 
+@fused_kernel("linear_attention")
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor,
                      floor: float = 100.0, backend: str | None = None) -> torch.Tensor:
     """Linear attention with a ReLU feature map over all N tokens (L2ViT's LGA, without its projections).

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import resolve_backend
+from kernels._dispatch import fused_kernel, resolve_backend
 from kernels.single_head_attention.naive import single_head_attention_reference
 
 __all__ = ["single_head_attention"]
 
 
+@fused_kernel("single_head_attention")
 def single_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
                           backend: str | None = None) -> torch.Tensor:
     """One softmax head over all N tokens, with a q/k dim different from the v dim (SHViT: 16 vs pdim).

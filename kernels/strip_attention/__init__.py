@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import resolve_backend
+from kernels._dispatch import fused_kernel, resolve_backend
 from kernels.strip_attention.naive import strip_attention_reference
 
 __all__ = ["strip_attention"]
 
 
+@fused_kernel("strip_attention")
 def strip_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stripe_width: int, scale: float,
                     backend: str | None = None) -> torch.Tensor:
     """Cross-shaped window attention (CSWin): half the heads in vertical stripes, half in horizontal ones.

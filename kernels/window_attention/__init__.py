@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._dispatch import resolve_backend
+from kernels._dispatch import fused_kernel, resolve_backend
 from kernels.window_attention.naive import relative_bias, window_attention_reference
 
 __all__ = ["window_attention", "relative_bias"]
@@ -22,6 +22,7 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_pos_table: tor
         raise ValueError(f"window_attention: rel_pos_table must be {list(want)}, got {list(rel_pos_table.shape)}")
 
 
+@fused_kernel("window_attention")
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_pos_table: torch.Tensor | None,
                      window_size: int, shift_size: int, scale: float, backend: str | None = None) -> torch.Tensor:
     """Multi-head attention inside M x M windows of a feature map, Swin-style.
