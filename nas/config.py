@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from search_spaces import SearchSpace
+
 __all__ = [
     "ConfigError", "SearchConfig", "SAMPLERS", "PRUNERS", "OBJECTIVES", "parse_latency_ms", "format_ms", "default_out",
     "default_storage", "default_study_file", "DEFAULT_PROXY_WITH_DATA", "DEFAULT_PROXY_DATA_FREE",
@@ -85,13 +87,16 @@ class SearchConfig:
         sampler: one of `SAMPLERS`. objective: one of `OBJECTIVES`; None: ``pareto`` for nsga2, else ``best``.
         proxy: accuracy proxy name (``nas.proxies.PROXIES``); None: the benchmark's pick for the data given.
         data: images for the data proxies (``nas.data.load_data``); None: data-free proxies only.
-        batch, resolution, dtype: latency-table settings; None: the target's defaults.
+        batch, resolution, dtype, runtime: latency-table settings; None: the target's defaults (runtime: compiled
+            on GPUs, eager on the CPU).
         proxy_resolution: input size of the proxies; None: the data's image size (at least 64), or `resolution`
             without data.
         latency_db: SQLAlchemy URL or path of the latency table; None: the shipped table.
         study: study name; None: ``<target>-<budget>-<sampler>-<proxy>``.
         storage: Optuna storage URL; None: ``sqlite:///<out>/study.db``.
         out: output folder (summary.json, exports/); None: ``runs/<study>``.
+        space: the search space: a name of ``search_spaces.SPACES`` (``default``, ``cifar``), the path of a JSON
+            file declaring one (``search_spaces.load_space``), or a `SearchSpace`.
         seed: sampler seed and proxy seed.
         top_k: Pareto architectures to export besides the best one.
         export: export the winners at the end (``launch.py export`` can do it later).
@@ -112,11 +117,13 @@ class SearchConfig:
     batch: int | None = None
     resolution: int | None = None
     dtype: str | None = None
+    runtime: str | None = None
     proxy_resolution: int | None = None
     latency_db: str | None = None
     study: str | None = None
     storage: str | None = None
     out: Path | None = None
+    space: str | SearchSpace = "default"
     seed: int = 0
     top_k: int = 5
     export: bool = True

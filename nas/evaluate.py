@@ -1,4 +1,7 @@
-"""One trial's evaluation, as a Ray worker runs it: the proxy score of an architecture, with its params and FLOPs.
+"""One trial's evaluation, as a Ray worker runs it: the proxy score of an architecture.
+
+The architecture's params and FLOPs are not counted here: the driver looks them up from the stored block counts
+where it looks its latency up (`latency_tables.block_costs.architecture_totals`).
 
 `evaluate(request, data)` never raises for a bad architecture: a proxy failure, a non-finite score or running
 out of memory come back as an `Outcome` with ``ok=False`` and a one-line ``error``, which the driver records as a
@@ -14,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from nas.data import ImageData, batches
-from nas.proxies import PROXIES, ProxyError, ProxyResult, ReportFn, score
-from search_spaces import ArchSpec, SpecError, count_params, module_flops, build_model
+from nas.proxies import PROXIES, ProxyError, ReportFn, score
+from search_spaces import ArchSpec, SpecError
 
 __all__ = ["EvalRequest", "ProxyData", "Outcome", "evaluate", "proxy_minibatch", "PROXY_BATCH"]
 
@@ -34,12 +37,11 @@ class ProxyData:
 
 @dataclass(frozen=True)
 class EvalRequest:
-    """What to evaluate: `spec_json` (``ArchSpec.to_json``) with the proxy `proxy` at `proxy_resolution` pixels;
-    params and FLOPs are counted at `cost_resolution` (the latency table's input size), on one thread each."""
+    """What to evaluate: `spec_json` (``ArchSpec.to_json``) with the proxy `proxy` at `proxy_resolution` pixels,
+    on `threads` threads."""
     spec_json: str
     proxy: str
     proxy_resolution: int
-    cost_resolution: int
     seed: int = 0
     train_steps: int = 300
     threads: int = 1
@@ -47,7 +49,8 @@ class EvalRequest:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The result of one evaluation: ``value`` of the proxy (higher is better) or, with ``ok=False``, ``error``."""
+    """The result of one evaluation: ``value`` of the proxy (higher is better) or, with ``ok=False``, ``error``;
+    `params` and `flops` where whoever evaluated knew them (the driver, from its lookups)."""
     ok: bool
     value: float | None = None
     error: str | None = None
@@ -88,16 +91,7 @@ def evaluate(request: EvalRequest, data: ProxyData | None = None, report: Report
                               report=report)
             else:
                 kwargs["images"], kwargs["labels"] = proxy_minibatch(data, request.proxy_resolution, request.seed)
-        model = build_model(spec)
-        params = count_params(model)
-        cost_started = time.perf_counter()
-        flops = module_flops(model, torch.zeros(1, 3, request.cost_resolution, request.cost_resolution))
-        if request.proxy == "flops" and request.proxy_resolution == request.cost_resolution:
-            # the same count the flops proxy would make: don't trace the network twice
-            result = ProxyResult("flops", float(flops), time.perf_counter() - cost_started,
-                                 {"resolution": request.cost_resolution})
-        else:
-            result = score(request.proxy, spec, **kwargs)
+        result = score(request.proxy, spec, **kwargs)
     except torch.OutOfMemoryError as error:
         return Outcome(ok=False, error=f"out of memory: {str(error).splitlines()[0]}",
                        seconds=time.perf_counter() - started, worker=worker)
@@ -105,4 +99,4 @@ def evaluate(request: EvalRequest, data: ProxyData | None = None, report: Report
         return Outcome(ok=False, error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
                        seconds=time.perf_counter() - started, worker=worker)
     return Outcome(ok=True, value=result.value, proxy_seconds=result.seconds, details=result.details,
-                   params=params, flops=flops, seconds=time.perf_counter() - started, worker=worker)
+                   seconds=time.perf_counter() - started, worker=worker)

@@ -66,13 +66,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latency_tables.block_costs import architecture_totals
 from nas.data import batches
 from search_spaces import ArchSpec, build_model, module_flops
 
 __all__ = [
     "ProxyError", "ProxyResult", "Proxy", "ProxyJob", "TrainRecipe", "PROXIES", "DATA_FREE", "score",
     "synflow_score", "naswot_score", "grad_norm_score", "snip_score", "zico_score", "meco_score", "short_train",
-    "ZICO_SPLITS", "MECO_CHANNELS", "ReportFn", "az_nas_components",
+    "ZICO_SPLITS", "MECO_CHANNELS", "ReportFn", "az_nas_components", "LOOKUPS", "lookup_score",
 ]
 
 _log = logging.getLogger(__name__)
@@ -133,11 +134,14 @@ class ProxyJob:
 
 @dataclass(frozen=True)
 class Proxy:
-    """A named proxy: ``fn(job) -> (value, details)``."""
+    """A named proxy: ``fn(job) -> (value, details)``. `kind`: ``lookup`` (a sum of stored block counts: the
+    search computes it where it looks latencies up, with no worker), ``zero_cost`` (one pass over a minibatch of
+    an untrained network) or ``training``."""
     name: str
     needs_data: bool
     description: str
     fn: Callable[[ProxyJob], tuple[float, dict]]
+    kind: str = "zero_cost"
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -490,8 +494,8 @@ def _short_train(job: ProxyJob) -> tuple[float, dict]:
 
 
 PROXIES: dict[str, Proxy] = {p.name: p for p in (
-    Proxy("params", False, "number of parameters (baseline)", _params),
-    Proxy("flops", False, "multiply-adds of one image at the given resolution (baseline)", _flops),
+    Proxy("params", False, "number of parameters (baseline)", _params, kind="lookup"),
+    Proxy("flops", False, "multiply-adds of one image at the given resolution (baseline)", _flops, kind="lookup"),
     Proxy("synflow", False, "log10 synaptic flow of |theta| on an all-ones input (Tanaka et al., 2020)", _synflow),
     Proxy("naswot", True, "log|K_H + I| of ReLU/GELU activation codes (Mellor et al., 2021)", _naswot),
     Proxy("swap", True, "distinct per-unit ReLU/GELU activation patterns over the minibatch (Peng et al., 2024)",
@@ -501,9 +505,23 @@ PROXIES: dict[str, Proxy] = {p.name: p for p in (
     Proxy("zico", True, "sum over tensors of log(sum mean|g| / std g) across minibatches (Li et al., 2023)", _zico),
     Proxy("meco", True, f"sum of the smallest eigenvalues of {MECO_CHANNELS}-channel correlations of one image "
           "(Jiang et al., 2023)", _meco),
-    Proxy("short_train", True, "test top-1 after a few hundred training steps (TrainRecipe)", _short_train),
+    Proxy("short_train", True, "test top-1 after a few hundred training steps (TrainRecipe)", _short_train,
+          kind="training"),
 )}
 DATA_FREE: tuple[str, ...] = tuple(name for name, proxy in PROXIES.items() if not proxy.needs_data)
+# lookup proxies: name -> score of an architecture at a resolution, from the stored block counts (no network built)
+LOOKUPS: dict[str, Callable[[ArchSpec, int], float]] = {
+    "params": lambda spec, resolution: float(architecture_totals(spec, resolution)[0]),
+    "flops": lambda spec, resolution: float(architecture_totals(spec, resolution)[1]),
+}
+
+
+def lookup_score(name: str, spec: ArchSpec, resolution: int) -> float:
+    """The value of lookup proxy `name` (`LOOKUPS`) for `spec` at `resolution`: what `score` computes by building
+    the network, summed from stored block counts instead (equal within 1%, tests/nas/test_proxies.py)."""
+    if name not in LOOKUPS:
+        raise ProxyError(f"proxy {name!r} is not a lookup proxy; lookups: {', '.join(LOOKUPS)}")
+    return LOOKUPS[name](spec, resolution)
 
 
 # ------------------------------------------------------------------------------------------------ entry point

@@ -36,25 +36,25 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from latency_tables import EstimationError, LatencyDBError, LatencyTable, Prediction, UnknownTargetError, open_table
-from nas._files import write_json_atomic
+from latency_tables.block_costs import architecture_totals
+from latency_tables.files import write_json_atomic
 from nas.config import ConfigError, SearchConfig
 from nas.data import load_data
 from nas.evaluate import EvalRequest, Outcome, ProxyData, evaluate
-from nas.proxies import DATA_FREE, PROXIES
+from nas.proxies import DATA_FREE, PROXIES, lookup_score
 from nas.pruning import ReportBoard, board_reporter, make_pruner
 from nas.export import export_study
 from nas.study import (
-    StudyMirror, TrialRecord, best_record, make_sampler, open_study, pareto_records, records,
+    StudyMirror, TrialRecord, best_record, make_sampler, open_study, pareto_records, record_of, records,
 )
-from search_spaces import DEFAULT_SPACE, SearchSpace, sample_arch
+from search_spaces import SearchSpace, SpaceError, load_space, sample_arch
 
 __all__ = ["SearchError", "SearchStopped", "SearchSummary", "run_search", "stop_on_sigterm", "deferred_stops",
-           "prepare", "summarise", "ray_session", "MIN_DATA_PROXY_RESOLUTION"]
+           "prepare", "summarise", "ray_session", "Prepared"]
 
 _log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-MIN_DATA_PROXY_RESOLUTION = 64  # data proxies see the data's image size, upsampled to at least this
 Evaluator = Callable[[EvalRequest, "ProxyData | None"], Outcome]
 
 
@@ -190,7 +190,7 @@ def _check_proxy(config: SearchConfig) -> None:
 def _open_latency_table(config: SearchConfig) -> LatencyTable:
     try:
         return open_table(config.target, db=config.latency_db, batch=config.batch, resolution=config.resolution,
-                          dtype=config.dtype, create=False)
+                          dtype=config.dtype, create=False, runtime=config.runtime)
     except (UnknownTargetError, LatencyDBError, EstimationError, ValueError) as error:
         raise ConfigError(str(error)) from None
 
@@ -202,12 +202,12 @@ def _proxy_data(config: SearchConfig) -> ProxyData | None:
     return ProxyData(data.x_train, data.y_train, data.x_test, data.y_test, data.num_classes)
 
 
-def _study_attrs(config: SearchConfig, table: LatencyTable, proxy_resolution: int) -> dict:
+def _study_attrs(config: SearchConfig, table: LatencyTable, proxy_resolution: int, space: SearchSpace) -> dict:
     settings = table.settings
-    return {"target": config.target, "budget_ms": float(config.budget_ms), "objective": config.objective,
-            "proxy": config.proxy, "sampler": config.sampler, "batch": settings.batch,
-            "resolution": settings.resolution, "dtype": settings.dtype, "proxy_resolution": proxy_resolution,
-            "latency_table": table.db.url, "data": str(config.data) if config.data else None, "seed": config.seed,
+    return {"space": space.to_dict(), "target": config.target, "budget_ms": float(config.budget_ms),
+            "objective": config.objective, "proxy": config.proxy, "sampler": config.sampler, "batch": settings.batch,
+            "resolution": settings.resolution, "dtype": settings.dtype, "runtime": settings.runtime,
+            "proxy_resolution": proxy_resolution, "latency_table": table.db.url, "data": str(config.data) if config.data else None, "seed": config.seed,
             "command": "python " + shlex.join(sys.argv) if sys.argv and sys.argv[0] else None}
 
 
@@ -223,9 +223,10 @@ def _set_attrs(trial: optuna.Trial, attrs: dict) -> None:
 
 
 def _outcome_attrs(outcome: Outcome) -> dict:
-    return {"proxy_value": outcome.value, "proxy_seconds": round(outcome.proxy_seconds, 4),
-            "params": outcome.params, "flops": outcome.flops, "eval_seconds": round(outcome.seconds, 4),
-            "worker": outcome.worker}
+    attrs = {"proxy_value": outcome.value, "proxy_seconds": round(outcome.proxy_seconds, 4),
+             "eval_seconds": round(outcome.seconds, 4), "worker": outcome.worker}
+    attrs.update({k: v for k, v in (("params", outcome.params), ("flops", outcome.flops)) if v is not None})
+    return attrs
 
 
 class _Tally:
@@ -259,39 +260,58 @@ class _Driver:
     """One run of the ask/evaluate/tell loop over a study (see the module docstring)."""
 
     def __init__(self, config: SearchConfig, mirror: StudyMirror, rows: list[TrialRecord], table: LatencyTable,
-                 evaluator: Evaluator, data_ref: object, proxy_resolution: int, space: SearchSpace) -> None:
-        import ray
-
-        self.ray = ray
+                 evaluator: Evaluator, data_ref: object, proxy_resolution: int, space: SearchSpace,
+                 ray: object | None) -> None:
+        self.ray = ray  # None for a lookup proxy: every trial settles in this process
         self.config, self.mirror, self.table, self.space = config, mirror, table, space
-        self.remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(_task(evaluator))
+        self.lookup = PROXIES[config.proxy].kind == "lookup"
+        if ray is not None:
+            self.remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(_task(evaluator))
         self.data_ref = data_ref
         # Optuna pruning needs intermediate values (short_train) and one objective (Optuna cannot prune several)
-        self.pruning = (config.pruner != "none" and config.proxy == "short_train" and config.objective == "best")
+        self.pruning = (ray is not None and config.pruner != "none" and PROXIES[config.proxy].kind == "training"
+                        and config.objective == "best")
         self.board = ray.remote(num_cpus=0)(ReportBoard).remote() if self.pruning else None
         if self.board is not None:  # wait for the actor once here, not inside the first `serve_reports`
             ray.get(self.board.take.remote())
         self.proxy_resolution = proxy_resolution
         self.in_flight: dict[object, tuple[optuna.Trial, str, float]] = {}  # ref -> (trial, digest, latency_ms)
         self.waiting: dict[str, list[tuple[optuna.Trial, float]]] = {}  # digest -> duplicates of an in-flight one
-        self.done: dict[str, tuple[int, Outcome]] = {}  # digest -> (stored trial number, outcome) of evaluated archs
+        self.done: dict[str, tuple[int, Outcome]] = {}  # digest -> (in-memory trial number, outcome) of evaluated
         self.tally = _Tally(rows)
-        self.lookup_s = 0.0  # time spent predicting latencies (the rest of the loop is orchestration)
+        self.lookup_s = 0.0  # time spent looking latencies, params and FLOPs up
         self.settled = 0
+        self.counted = sum(_counts_towards_trials(row) for row in rows)  # settled trials of every driver
+        self.absorb(rows)
+
+    def absorb(self, rows: list[TrialRecord]) -> None:
+        """Stored trials (earlier runs', other drivers'): their architectures count as evaluated here too."""
         for row in rows:
             if row.spec is None or row.duplicate_of is not None:
                 continue
+            number = self.mirror.memory_number[row.number]
             if row.state == "COMPLETE" or row.stopped_by_pruner:
-                self.done[row.spec.digest()] = (row.number, _outcome_from_attrs(row))
+                self.done.setdefault(row.spec.digest(), (number, _outcome_from_attrs(row)))
             elif row.state == "FAIL" and row.user_attrs.get("fail_kind") == "evaluation":
-                self.done[row.spec.digest()] = (row.number, Outcome(ok=False, error=row.reason))
+                self.done.setdefault(row.spec.digest(), (number, Outcome(ok=False, error=row.reason)))
+
+    def take_foreign(self) -> None:
+        """Fold in the trials other drivers stored since the last flush (and count them towards ``--trials``)."""
+        foreign = [record_of(trial, self.config.budget_ms) for trial in self.mirror.take_foreign()]
+        self.counted += sum(_counts_towards_trials(row) for row in foreign)
+        self.absorb(foreign)
+
+    def remaining(self) -> int:
+        """Trials still to ask for the study to reach ``--trials``, counting every driver's settled ones."""
+        waiting = sum(len(twins) for twins in self.waiting.values())
+        return self.config.trials - self.counted - len(self.in_flight) - waiting
 
     def values(self, outcome: Outcome, latency_ms: float) -> list[float]:
         return [outcome.value, latency_ms] if self.config.objective == "pareto" else [outcome.value]
 
     def tell(self, trial: optuna.Trial, outcome: Outcome, latency_ms: float, duplicate_of: int | None = None,
              fail_kind: str = "evaluation") -> int:
-        """Record `outcome` on `trial` and store it; returns its stored number."""
+        """Record `outcome` on `trial` and queue it for the storage; returns its in-memory number."""
         attrs = _outcome_attrs(outcome) if outcome.ok else {"fail_reason": outcome.error, "fail_kind": fail_kind}
         if duplicate_of is not None:
             attrs["duplicate_of"] = duplicate_of
@@ -309,15 +329,18 @@ class _Driver:
         return self.mirror.finish(trial, self.values(outcome, latency_ms))
 
     def propose(self) -> int:
-        """Ask one trial and either settle it at once or dispatch it; returns trials settled."""
+        """Ask one trial and either settle it at once (over budget, a duplicate, a lookup proxy) or dispatch it;
+        returns trials settled."""
         trial = self.mirror.ask()
         spec = sample_arch(trial, self.space)
         digest = spec.digest()
         lookup_started = time.perf_counter()
         prediction = self.table.predict(spec)
+        params, flops = architecture_totals(spec, self.table.settings.resolution)
+        value = lookup_score(self.config.proxy, spec, self.proxy_resolution) if self.lookup else None
         self.lookup_s += time.perf_counter() - lookup_started
         latency_ms = prediction.latency_ms
-        _set_attrs(trial, {"arch": spec.to_json(), "digest": digest,
+        _set_attrs(trial, {"arch": spec.to_json(), "digest": digest, "params": params, "flops": flops,
                            **_latency_attrs(prediction, self.config.budget_ms)})
         trial.set_constraint("latency_over_budget_ms", latency_ms - self.config.budget_ms)
         if latency_ms > self.config.budget_ms:
@@ -328,12 +351,16 @@ class _Driver:
             number, outcome = self.done[digest]
             self.tell(trial, outcome, latency_ms, duplicate_of=number)
             return 1
+        if self.lookup:
+            outcome = Outcome(ok=True, value=value, seconds=time.perf_counter() - lookup_started, worker="driver")
+            self.done[digest] = (self.tell(trial, outcome, latency_ms), outcome)
+            return 1
         if any(d == digest for _, d, _ in self.in_flight.values()):
             self.waiting.setdefault(digest, []).append((trial, latency_ms))
             return 0
         request = EvalRequest(spec_json=spec.to_json(), proxy=self.config.proxy,
-                              proxy_resolution=self.proxy_resolution, cost_resolution=self.table.settings.resolution,
-                              seed=self.config.seed, train_steps=self.config.train_steps)
+                              proxy_resolution=self.proxy_resolution, seed=self.config.seed,
+                              train_steps=self.config.train_steps)
         ref = self.remote.remote(request, self.data_ref, self.board, trial.number)
         self.in_flight[ref] = (trial, digest, latency_ms)
         return 0
@@ -386,24 +413,25 @@ class _Driver:
         self.in_flight.clear()
         self.waiting.clear()
 
-    def run(self, to_ask: int, deadline: float | None, progress: bool) -> str:
-        """Run until `to_ask` trials are settled or the deadline passes; returns the stop reason."""
+    def run(self, deadline: float | None, progress: bool) -> str:
+        """Run until the study has ``--trials`` settled trials (other drivers' included) or the deadline passes;
+        returns the stop reason."""
         status = "finished"
-        asked = 0
-        with tqdm(total=to_ask, disable=not progress, unit="trial", dynamic_ncols=True,
-                  desc=f"search {self.config.study}") as bar:
+        with tqdm(total=max(0, self.remaining()), disable=not progress, unit="trial", dynamic_ncols=True,
+                  desc=f"search {self.config.study}", mininterval=0.5) as bar:
             bar.set_postfix(self.tally.postfix())
             while True:
                 timed_out = deadline is not None and time.monotonic() > deadline
                 if timed_out:
                     status = "timeout"
-                while (not timed_out and asked < to_ask and len(self.in_flight) < self.config.workers):
-                    asked += 1
+                while not timed_out and self.remaining() > 0 and len(self.in_flight) < self.config.workers:
                     settled = self.propose()
                     self.settled += settled
+                    self.counted += settled
+                    self.take_foreign()
                     if settled:
                         bar.update(settled)
-                        bar.set_postfix(self.tally.postfix())
+                        bar.set_postfix(self.tally.postfix(), refresh=False)
                 if not self.in_flight:
                     break
                 timeout_s = None if deadline is None else max(0.1, deadline - time.monotonic())
@@ -412,9 +440,11 @@ class _Driver:
                     timeout_s = 0.05 if timeout_s is None else min(timeout_s, 0.05)
                 settled = self.collect(timeout_s=timeout_s)
                 self.settled += settled
+                self.counted += settled
+                self.take_foreign()
                 if settled:
                     bar.update(settled)
-                    bar.set_postfix(self.tally.postfix())
+                    bar.set_postfix(self.tally.postfix(), refresh=False)
         return status
 
 
@@ -427,13 +457,9 @@ def _outcome_from_attrs(row: TrialRecord) -> Outcome:
                    details={} if pruned_at is None else {"stopped_early": True, "steps": pruned_at})
 
 
-def _finished_count(study: optuna.Study) -> int:
-    """Trials that count towards ``--trials``: settled ones, except those an interrupt cut short (requeued)."""
-    count = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
-        if not (trial.state == TrialState.FAIL and trial.user_attrs.get("fail_kind") == "interrupted"):
-            count += 1
-    return count
+def _counts_towards_trials(row: TrialRecord) -> bool:
+    """Settled trials count towards ``--trials``, except those an interrupt cut short (requeued)."""
+    return row.state in ("COMPLETE", "PRUNED", "FAIL") and row.user_attrs.get("fail_kind") != "interrupted"
 
 
 def _row_summary(row: TrialRecord) -> dict:
@@ -472,24 +498,45 @@ def summarise(study: optuna.Study, config: SearchConfig, status: str, seconds: f
                          exports=list(exports or []), out=str(config.out), seconds=round(seconds, 2), notes=notes)
 
 
-def prepare(config: SearchConfig) -> tuple[SearchConfig, LatencyTable, ProxyData | None, int]:
-    """Check a config and load what it needs, before any study is touched: ``(resolved config, latency table,
-    proxy data, proxy resolution)``. Raises `ConfigError` or `DataError` with one line."""
+@dataclass(frozen=True)
+class Prepared:
+    """What a checked config needs, loaded before any study is touched."""
+    config: SearchConfig  # resolved
+    table: LatencyTable
+    data: ProxyData | None
+    proxy_resolution: int
+    space: SearchSpace
+
+
+def _space(config: SearchConfig) -> SearchSpace:
+    if isinstance(config.space, SearchSpace):
+        return config.space
+    try:
+        return load_space(config.space)
+    except SpaceError as error:
+        raise ConfigError(str(error)) from None
+
+
+def prepare(config: SearchConfig) -> Prepared:
+    """Check a config and load what it needs, before any study is touched. Raises `ConfigError` or `DataError`
+    with one line. The data proxies see the data's image size, upsampled to at least the space's
+    ``proxy_resolution``; the data-free ones the deployment input size."""
     config = config.resolved()
+    space = _space(config)
     _check_proxy(config)
     table = _open_latency_table(config)
     data = _proxy_data(config)
     if config.proxy_resolution is not None:
         proxy_resolution = config.proxy_resolution
     elif data is not None:
-        proxy_resolution = max(MIN_DATA_PROXY_RESOLUTION, int(data.x_train.shape[1]))
-    else:  # data-free proxies see the deployment input size
+        proxy_resolution = max(space.proxy_resolution, int(data.x_train.shape[1]))
+    else:
         proxy_resolution = table.settings.resolution
-    return config, table, data, proxy_resolution
+    return Prepared(config, table, data, proxy_resolution, space)
 
 
 def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: bool = True,
-               space: SearchSpace = DEFAULT_SPACE, announce: Callable[[str], None] | None = None) -> SearchSummary:
+               announce: Callable[[str], None] | None = None) -> SearchSummary:
     """Run (or resume) the search `config` asks for and write ``<out>/summary.json``; see the module docstring.
     `announce` gets one line saying where the study and the exports are, once the settings are checked.
 
@@ -501,35 +548,40 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
             interrupted and writing the summary.
     """
     started = time.monotonic()
-    config, table, data, proxy_resolution = prepare(config)
+    prepared = prepare(config)
+    config, table, data, proxy_resolution, space = (prepared.config, prepared.table, prepared.data,
+                                                    prepared.proxy_resolution, prepared.space)
     config.out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study, resumed = open_study(config, _study_attrs(config, table, proxy_resolution))
+    study, resumed = open_study(config, _study_attrs(config, table, proxy_resolution, space))
     rows = records(study)
-    mirror = StudyMirror(study, make_sampler(config.sampler, config.seed, config.objective), make_pruner(config.pruner))
+    mirror = StudyMirror(study, make_sampler(config.sampler, config.seed, config.objective, config.trials),
+                         make_pruner(config.pruner))
     requeued = mirror.requeue(rows)
     if requeued:
         _log.warning("queued again %d architecture(s) an earlier run was interrupted on", requeued)
-    done = _finished_count(study)
-    to_ask = max(0, config.trials - done)
     if announce is not None:
+        done = sum(_counts_towards_trials(row) for row in rows)
         state = f"resumed, {done} of {config.trials} trials done" if resumed else "new"
         announce(f"study {config.study!r} ({state}) in {config.storage}; summary and exports under {config.out}")
     deadline = started + config.timeout_s if config.timeout_s else None
     status = "finished"
-    with ray_session(config.ray_address, config.workers), stop_on_sigterm() as stop:
-        import ray
-
+    uses_ray = PROXIES[config.proxy].kind != "lookup"  # lookup proxies never leave this process
+    session = ray_session(config.ray_address, config.workers) if uses_ray else contextlib.nullcontext()
+    with session, stop_on_sigterm() as stop:
+        ray = __import__("ray") if uses_ray else None
         driver = None
         try:
-            data_ref = ray.put(data) if data is not None else None
-            driver = _Driver(config, mirror, rows, table, evaluator, data_ref, proxy_resolution, space)
+            data_ref = ray.put(data) if ray is not None and data is not None else None
+            driver = _Driver(config, mirror, rows, table, evaluator, data_ref, proxy_resolution, space, ray)
             loop_started = time.perf_counter()
-            status = driver.run(to_ask, deadline, progress)
+            status = driver.run(deadline, progress)
+            mirror.flush()
         except KeyboardInterrupt:
             with deferred_stops():
                 if driver is not None:
                     driver.abandon("interrupted: the search was stopped (Ctrl-C); requeued for the next run")
+                mirror.flush()  # every finished trial is stored before the summary
                 summary = summarise(study, config, "interrupted", time.monotonic() - started)
                 write_json_atomic(config.out / "summary.json", summary.to_dict())
             if stop.signum is not None:

@@ -91,8 +91,8 @@ def test_every_proxy_is_finite_on_every_tiny_arch(name: str, arch: str, batch, r
 
 
 @pytest.mark.slow
-def test_zero_cost_proxies_are_finite_on_100_sampled_cifar_specs() -> None:  # about 100 s on one CPU thread
-    assert not _non_finite(ZERO_COST, sample_archs(100, seed=1, space=CIFAR_SPACE), *_batch(16))
+def test_zero_cost_proxies_are_finite_on_48_sampled_cifar_specs() -> None:  # about 45 s on one CPU thread
+    assert not _non_finite(ZERO_COST, sample_archs(48, seed=1, space=CIFAR_SPACE), *_batch(16))
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from latency_tables import open_table
 from nas.config import SearchConfig
 from nas.evaluate import EvalRequest, Outcome, evaluate
 from nas.search import SearchStopped, deferred_stops, run_search, stop_on_sigterm
-from search_spaces import ArchSpec, SearchSpace, sample_archs
+from search_spaces import ArchSpec, SearchSpace, count_flops, count_params, sample_archs
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ def local_ray():
 
 def _config(tmp_path: Path, budget_ms: float, **fields) -> SearchConfig:
     return SearchConfig(**{"target": TARGET, "budget_ms": budget_ms, "resolution": RESOLUTION, "trials": 8,
-                           "workers": 2, "proxy": "params", "sampler": "random", "out": tmp_path, "top_k": 2,
+                           "workers": 2, "proxy": "synflow", "sampler": "random", "out": tmp_path, "top_k": 2,
                            **fields})
 
 
@@ -83,26 +83,40 @@ def test_search_end_to_end(tmp_path, budget_ms, local_ray):
         spec = ArchSpec.from_json(trial.user_attrs["arch"])
         assert trial.user_attrs["latency_ms"] <= budget_ms == trial.user_attrs["budget_ms"]
         assert trial.constraints["latency_over_budget_ms"] <= 0
-        assert trial.values == [float(trial.user_attrs["params"])]  # the params proxy is the params count
-        assert trial.user_attrs["flops"] > 0 and trial.user_attrs["worker"]
+        assert trial.values == [trial.user_attrs["proxy_value"]] and trial.user_attrs["flops"] > 0
+        assert trial.user_attrs["params"] == count_params(spec) and trial.user_attrs["worker"] != "driver"
         assert set(trial.user_attrs["latency_breakdown_ms"]) >= {"stem", "stage0", "head"}
         assert spec.digest() == trial.user_attrs["digest"]
     best = max(evaluated, key=lambda t: t.values[0])
     stored = json.loads((tmp_path / "summary.json").read_text())
     assert stored["best"]["trial"] == best.number and stored["budget_ms"] == budget_ms
     assert stored["trials"]["feasible"] == len(evaluated) and stored["trials"]["over_budget"] == len(over)
-    assert stored["latency_source"].startswith("estimated from roofline")
-    assert stored["study"] == "a100-{}-random-params".format(stored["study"].split("-")[1])
+    assert stored["latency_source"].startswith("estimated: compiled runtime, calibrated on public timm benchmarks")
+    assert stored["study"] == "a100-{}-random-synflow".format(stored["study"].split("-")[1])
     assert Path(stored["exports"][0]).name.endswith(f"_t{best.number:04d}")
     assert all((Path(p) / "MODEL_CARD.md").exists() for p in stored["exports"])
     assert study.user_attrs["target"] == TARGET and study.user_attrs["resolution"] == RESOLUTION
-    assert study.metric_names == ["proxy_params"]
+    assert study.metric_names == ["proxy_synflow"]
+
+
+def test_a_lookup_proxy_settles_every_trial_in_the_driver_without_ray(tmp_path, budget_ms, monkeypatch):
+    import nas.search
+    monkeypatch.setattr(nas.search, "ray_session", lambda *a: pytest.fail("a lookup search started Ray"))
+    config = _config(tmp_path, budget_ms, proxy="params", trials=12)
+    summary = run_search(config, evaluator=lambda *a, **k: pytest.fail("a lookup went to a worker"), progress=False)
+    trials = _study(config).get_trials()
+    evaluated = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(trials) == 12 and evaluated and summary.trials["total"] == 12
+    for trial in evaluated:
+        spec = ArchSpec.from_json(trial.user_attrs["arch"])
+        assert trial.values == [float(count_params(spec))] and trial.user_attrs["worker"] == "driver"
+        assert trial.user_attrs["flops"] == pytest.approx(count_flops(spec, RESOLUTION), rel=0.01)
 
 
 def test_nsga2_searches_the_pareto_front(tmp_path, budget_ms, local_ray):
     summary = run_search(_config(tmp_path, budget_ms * 2, sampler="nsga2", trials=6), progress=False)
     study = _study(_config(tmp_path, budget_ms * 2, sampler="nsga2"))
-    assert study.metric_names == ["proxy_params", "latency_ms"] and len(study.directions) == 2
+    assert study.metric_names == ["proxy_synflow", "latency_ms"] and len(study.directions) == 2
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         assert trial.values[1] == pytest.approx(trial.user_attrs["latency_ms"])
     front = [row["trial"] for row in summary.pareto]
@@ -114,7 +128,7 @@ def test_an_architecture_is_evaluated_once(tmp_path, local_ray):
     single = SearchSpace(stem_kinds=("patch",), stem_strides=(4,), num_stages=(3,), widths=((32,), (64,), (96,)),
                          depths=((1,), (1,), (1,)), mlp_ratios=(2.0,), mixers=("conv",), downsamples=("conv2x2",),
                          conv_kernel_sizes=(3,), conv_variants=("convnext",))
-    summary = run_search(_config(tmp_path, 1000.0, trials=5), progress=False, space=single)
+    summary = run_search(dataclasses.replace(_config(tmp_path, 1000.0, trials=5), space=single), progress=False)
     trials = _study(_config(tmp_path, 1000.0)).get_trials()
     originals = [t for t in trials if "duplicate_of" not in t.user_attrs]
     assert len(originals) == 1 and summary.trials["duplicates"] == 4 and summary.trials["feasible"] == 1
@@ -285,7 +299,7 @@ def _assert_kept(storage: Path, completed: dict) -> dict:
 
 def _slow_args(tmp_path: Path, budget_ms: float, trials: int) -> list[str]:
     return ["--target", TARGET, "--budget", f"{budget_ms * 3:.4f}ms", "--resolution", str(RESOLUTION), "--trials",
-            str(trials), "--workers", "2", "--proxy", "params", "--sampler", "random", "--out", str(tmp_path),
+            str(trials), "--workers", "2", "--proxy", "synflow", "--sampler", "random", "--out", str(tmp_path),
             "--quiet"]
 
 

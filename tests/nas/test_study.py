@@ -74,17 +74,24 @@ def test_unusable_storage_is_a_study_error(tmp_path):
         open_study(_config(tmp_path, storage="notadb://x"), dict(STUDY_ATTRS))
 
 
-def test_mirror_stores_each_finished_trial_whole(stored_study):
-    study, _ = stored_study
-    mirror = StudyMirror(study, optuna.samplers.RandomSampler(seed=0))
-    assert len(mirror.memory.trials) == 6 and mirror.stored_number == {n: n for n in range(6)}
+def _finish_two(mirror):
     first, second = mirror.ask(), mirror.ask()
     for trial in (first, second):
         trial.suggest_categorical("arch", tuple(TINY_ARCHS))
         trial.set_user_attr("latency_ms", 1.5)
         trial.set_constraint("latency_over_budget_ms", -3.5)
-    assert len(study.get_trials()) == 6  # nothing stored before a trial finishes
-    assert mirror.finish(second, [7.0]) == 6 and mirror.finish(first, state=TrialState.PRUNED) == 7
+    return first, second
+
+
+def test_mirror_stores_finished_trials_whole_at_a_flush(stored_study):
+    study, _ = stored_study
+    mirror = StudyMirror(study, optuna.samplers.RandomSampler(seed=0), flush_every=100, flush_seconds=1e9)
+    assert len(mirror.memory.trials) == 6 and mirror.stored_number == {n: n for n in range(6)}
+    first, second = _finish_two(mirror)
+    assert mirror.finish(second, [7.0]) == second.number and mirror.finish(first, state=TrialState.PRUNED) == \
+        first.number
+    assert len(study.get_trials()) == 6  # queued, not stored yet
+    mirror.flush()
     assert mirror.stored_number[second.number] == 6 and mirror.stored_number[first.number] == 7
     stored = study.get_trials()[6]
     assert stored.state == TrialState.COMPLETE and stored.values == [7.0]
@@ -92,6 +99,50 @@ def test_mirror_stores_each_finished_trial_whole(stored_study):
     assert stored.constraints == {"latency_over_budget_ms": -3.5}
     assert study.get_trials()[7].state == TrialState.PRUNED
     assert best_record(records(study)).number == 6
+
+
+def test_a_batch_is_one_transaction_and_duplicates_point_at_stored_numbers(stored_study):
+    from sqlalchemy import event
+    study, _ = stored_study
+    mirror = StudyMirror(study, optuna.samplers.RandomSampler(seed=0), flush_every=100, flush_seconds=1e9)
+    original = mirror.ask()
+    original.suggest_categorical("arch", tuple(TINY_ARCHS))
+    number = mirror.finish(original, [5.0])
+    twins = [mirror.ask() for _ in range(3)]
+    for twin in twins:
+        twin.suggest_categorical("arch", tuple(TINY_ARCHS))
+        twin.set_user_attr("duplicate_of", number)  # in-memory numbering, as the driver sets it
+        mirror.finish(twin, [5.0])
+    engine = study._storage._backend.engine
+    commits = []
+
+    def count(connection) -> None:
+        commits.append(connection)
+    mirror._mirror_stored = lambda: []  # reading other drivers' trials back is a read transaction of its own
+    event.listen(engine, "commit", count)
+    try:
+        mirror.flush()
+    finally:
+        event.remove(engine, "commit", count)
+    assert len(commits) == 1  # four trials, one transaction
+    stored = study.get_trials()
+    assert [t.user_attrs.get("duplicate_of") for t in stored[6:]] == [None, 6, 6, 6]
+
+
+def test_a_flush_brings_in_what_another_driver_stored(stored_study):
+    study, storage = stored_study
+    first = StudyMirror(study, optuna.samplers.RandomSampler(seed=0), flush_every=100, flush_seconds=1e9)
+    other_study = optuna.load_study(study_name=study.study_name, storage=storage)
+    second = StudyMirror(other_study, optuna.samplers.RandomSampler(seed=1), flush_every=100, flush_seconds=1e9)
+    trial = second.ask()
+    trial.suggest_categorical("arch", tuple(TINY_ARCHS))
+    second.finish(trial, [9.0])
+    second.flush()
+    assert first.take_foreign() == []
+    first.flush()
+    foreign = first.take_foreign()
+    assert [t.values for t in foreign] == [[9.0]] and len(first.memory.trials) == 7
+    assert first.take_foreign() == []  # taken once
 
 
 def test_mirror_requeues_interrupted_architectures_not_evaluated_since(stored_study):
