@@ -43,7 +43,7 @@ TRAINED_RECIPE = TrainRecipe(steps=1500, report_every=1500)
 RESULTS = ROOT / "benchmarks/results"
 
 
-def _train(spec: ArchSpec, data, seed: int) -> tuple[float, float]:
+def train_accuracy(spec: ArchSpec, data, seed: int) -> tuple[float, float]:
     """(top-1 test accuracy, seconds) of `spec` trained with TRAINED_RECIPE from `seed`."""
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -65,7 +65,7 @@ def _proxy_scores(spec: ArchSpec, data, seed: int, names) -> dict:
 
 def _evaluate(spec: ArchSpec, data, seed: int) -> dict:
     row: dict = {"digest": spec.digest(), "spec": spec.to_dict(), "proxies": _proxy_scores(spec, data, seed, PROXIES)}
-    row["trained_accuracy"], row["train_seconds"] = _train(spec, data, seed)
+    row["trained_accuracy"], row["train_seconds"] = train_accuracy(spec, data, seed)
     return row
 
 
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                    for row in map(json.loads, args.retest_cache.read_text().splitlines())}
     for i, row in enumerate(rows[:args.retest]):
         if row["digest"] not in retests:
-            accuracy, seconds = _train(ArchSpec.from_dict(row["spec"]), data, args.seed + 1)
+            accuracy, seconds = train_accuracy(ArchSpec.from_dict(row["spec"]), data, args.seed + 1)
             with args.retest_cache.open("a") as handle:
                 handle.write(json.dumps({"digest": row["digest"], "seed": args.seed + 1, "trained_accuracy": accuracy,
                                          "train_seconds": seconds}) + "\n")

@@ -10,7 +10,7 @@ from search_spaces.spec import (
     StripMixer, WindowMixer,
 )
 
-__all__ = ["REFERENCE_ARCHS", "TINY_ARCHS"]
+__all__ = ["REFERENCE_ARCHS", "CIFAR_REFERENCE_ARCHS", "TINY_ARCHS"]
 
 _NONE, _CONV2X2, _SHVIT = DownsampleSpec("none"), DownsampleSpec("conv2x2"), DownsampleSpec("shvit")
 
@@ -58,6 +58,51 @@ REFERENCE_ARCHS: dict[str, ArchSpec] = {
                 StageSpec(QnAMixer(num_heads=32), 256, 2),
                 StageSpec(WindowMixer(num_heads=16, window_size=7, shift=False), 512, 2,
                           downsample=DownsampleSpec("qna", 64)))),
+}
+
+
+# CIFAR-scale members of the same families, every one a point of `CIFAR_SPACE` (32x32 images, stride-4 stem, so
+# stages see 8x8, 4x4, 2x2 and 1x1 maps), for benchmarks/search_vs_reference.py. Scaling rule: each keeps its paper's
+# mixer, stem kind, transition, stage pattern, width ratio and head dim (32; CSWin 16 so stripes get two heads),
+# with the widest stage at 256 and each paper's depths cut to the CIFAR space's (deepest choice per stage):
+# - Swin-T 96/192/384/768 x 2/2/6/2, window 7 -> 32/64/128/256 x 2/2/3/2, window 4 (7 is not a choice; 4 splits
+#   the 8x8 map in four as Swin's 7 splits 56x56 in 64), shifted;
+# - ConvNeXt-T 96..768 x 3/3/9/3, kernel 7 -> 32..256 x 2/2/3/2, kernel 7;
+# - L2ViT-T (conv stem, window/linear alternation, window 7) -> 32..256 x 2/2/3/2, window 4;
+# - CSWin-T 64..512 x 1/2/21/1, stripes 1/2/7/7 -> 32..256 x 1/2/3/1, stripes 1/2/4/4 (4 covers its 2x2 map);
+# - SHViT-S1 (stride-16 conv stem, RepViT stage, then single-head 128/224/320 x 2/4/5, partial 3/14 of the
+#   channels, qk 16, MLP ratio 2, SHViT merging) -> conv stem stride 4, 64/128/192 x 1/2/3, partial 1/4, qk 16;
+# - QnA-ViT-T (QnA, QnA, local-window, QnA, local-window stages with QnA downsampling) -> four stages QnA 32 x 1,
+#   QnA 64 x 2, window 128 x 3 (window 4, no shift), window 256 x 1, MLP ratio 4.
+_CIFAR_WIDTHS = (32, 64, 128, 256)
+_CIFAR_DEPTHS = (2, 2, 3, 2)
+
+
+def _cifar(name: str, stages: tuple[StageSpec, ...], stem_kind: str = "patch") -> ArchSpec:
+    return ArchSpec(name=name, stem=StemSpec(stride=4, width=stages[0].width, kind=stem_kind), stages=stages,
+                    head=HeadSpec(10))
+
+
+CIFAR_REFERENCE_ARCHS: dict[str, ArchSpec] = {
+    "swin_cifar": _cifar("swin_cifar", _four_stages(tuple(WindowMixer(w // 32, 4) for w in _CIFAR_WIDTHS),
+                                                     _CIFAR_WIDTHS, _CIFAR_DEPTHS)),
+    "convnext_cifar": _cifar("convnext_cifar", _four_stages((ConvMixer(7),) * 4, _CIFAR_WIDTHS, _CIFAR_DEPTHS)),
+    "l2vit_cifar": _cifar("l2vit_cifar", _four_stages(tuple(LinearMixer(w // 32, True, 4) for w in _CIFAR_WIDTHS),
+                                                       _CIFAR_WIDTHS, _CIFAR_DEPTHS), stem_kind="conv"),
+    "cswin_cifar": _cifar("cswin_cifar", _four_stages(tuple(StripMixer(w // 16, sw) for w, sw in
+                                                            zip(_CIFAR_WIDTHS, (1, 2, 4, 4))),
+                                                      _CIFAR_WIDTHS, (1, 2, 3, 1))),
+    "shvit_cifar": _cifar("shvit_cifar", (
+        StageSpec(ConvMixer(3, "repvit"), 64, 1, mlp_ratio=2.0),
+        StageSpec(SingleHeadMixer(partial_dim=32, qk_dim=16), 128, 2, mlp_ratio=2.0, downsample=_SHVIT),
+        StageSpec(SingleHeadMixer(partial_dim=48, qk_dim=16), 192, 3, mlp_ratio=2.0, downsample=_SHVIT)),
+        stem_kind="conv"),
+    "qna_cifar": _cifar("qna_cifar", (
+        StageSpec(QnAMixer(num_heads=1), 32, 1),
+        StageSpec(QnAMixer(num_heads=2), 64, 2, downsample=DownsampleSpec("qna", 4)),
+        StageSpec(WindowMixer(num_heads=4, window_size=4, shift=False), 128, 3, downsample=DownsampleSpec("qna", 8)),
+        StageSpec(WindowMixer(num_heads=8, window_size=4, shift=False), 256, 1,
+                  downsample=DownsampleSpec("qna", 16)))),
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from search_spaces._compat import import_timm
 from search_spaces.backbone import HybridBackbone
-from search_spaces.reference import REFERENCE_ARCHS, TINY_ARCHS
+from search_spaces.reference import CIFAR_REFERENCE_ARCHS, REFERENCE_ARCHS, TINY_ARCHS
 from search_spaces.spec import ArchSpec
 
 timm = import_timm()
@@ -50,5 +50,5 @@ def register_arch(name: str, spec: ArchSpec, resolution: int = 224) -> Callable[
     return register_model(entrypoint)
 
 
-for _name, _spec in {**REFERENCE_ARCHS, **TINY_ARCHS}.items():
-    register_arch(MODEL_PREFIX + _name, _spec, resolution=32 if _name in TINY_ARCHS else 224)
+for _name, _spec in {**REFERENCE_ARCHS, **CIFAR_REFERENCE_ARCHS, **TINY_ARCHS}.items():
+    register_arch(MODEL_PREFIX + _name, _spec, resolution=224 if _name in REFERENCE_ARCHS else 32)

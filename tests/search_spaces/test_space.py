@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import collections
+import json
+import re
 
 import optuna
 import pytest
 import torch
 
-from search_spaces import CIFAR_SPACE, DEFAULT_SPACE, ArchSpec, build_model, sample_arch, sample_archs
+from search_spaces import (
+    CIFAR_SPACE, DEFAULT_SPACE, SPACES, ArchSpec, SearchSpace, SpaceError, build_model, load_space, sample_arch,
+    sample_archs,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -71,3 +76,48 @@ def test_parameter_names_have_fixed_choices_across_trials() -> None:
         study.tell(trial, 0.0)
         for name, dist in trial.distributions.items():
             assert distributions.setdefault(name, dist) == dist, name
+
+
+# ------------------------------------------------------------------------------------------ declared spaces
+def test_named_spaces_round_trip_through_their_dicts() -> None:
+    for name, space in SPACES.items():
+        assert load_space(name) is space
+        assert SearchSpace.from_dict(space.to_dict()) == space
+    assert CIFAR_SPACE.proxy_resolution == 32 and DEFAULT_SPACE.proxy_resolution == 64
+
+
+def test_a_declared_space_overrides_its_base_and_samples_only_its_choices(tmp_path) -> None:
+    path = tmp_path / "two-mixers.json"
+    path.write_text(json.dumps({"base": "cifar", "mixers": ["conv", "window"], "num_stages": [3],
+                                "mlp_ratios": [3, 2.5]}))
+    space = load_space(path)
+    assert space.num_classes == 10 and space.widths == CIFAR_SPACE.widths  # from the base
+    assert space.mlp_ratios == (3.0, 2.5) and space.num_stages == (3,)
+    specs = sample_archs(30, seed=3, space=space)
+    assert {len(s.stages) for s in specs} == {3}
+    assert {s.mixer.kind for spec in specs for s in spec.stages} <= {"conv", "window"}
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"mixers": ["conv", "transformer"]}, "space.mixers"),
+    ({"widths": [[32, 64]], "num_stages": [3]}, "space.widths"),
+    ({"depths": "2"}, "space.depths"),
+    ({"num_stages": [3, 3]}, "space.num_stages"),
+    ({"window_sizes": [7, True]}, "space.window_sizes"),
+    ({"base": "imagenet"}, "space.base"),
+    ({"colour": ["red"]}, "unknown field(s) colour"),
+    ({"proxy_resolution": 4}, "space.proxy_resolution"),
+])
+def test_a_bad_space_is_refused_naming_its_field(data: dict, field: str) -> None:
+    with pytest.raises(SpaceError, match=re.escape(field)):
+        SearchSpace.from_dict(data)
+
+
+def test_unreadable_space_files_are_one_line(tmp_path) -> None:
+    for name, content in (("bad.json", b"{not json"), ("latin.json", b"\xff\xfe{}"), ("list.json", b"[1, 2]")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(SpaceError) as caught:
+            load_space(tmp_path / name)
+        assert "\n" not in str(caught.value) and name in str(caught.value)
+    with pytest.raises(SpaceError, match="name one of default, cifar"):
+        load_space("imagenet")
