@@ -1,0 +1,63 @@
+"""How long does the README's first command take, end to end, as the trial count grows?
+
+Runs ``python launch.py --target a100 --budget 5ms --trials N`` as a user would (a fresh process, the data-free
+default proxy, exports included, each N in a fresh output folder) and times it from process start to the
+summary written, for each N. Also reads the summary's own loop timing.
+
+    python benchmarks/search_throughput.py [--trials 100 1000 10000]   -> benchmarks/results/search-throughput.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._io import write_json_atomic  # noqa: E402
+from latency_tables.targets import current_device_string, get_target  # noqa: E402
+
+RESULTS = ROOT / "benchmarks/results"
+COMMAND = ["launch.py", "--target", "a100", "--budget", "5ms"]
+GOAL_S = {"10000": 120.0}
+
+
+def run(trials: int, folder: Path) -> dict:
+    """One end-to-end run of the README's command with `trials` trials."""
+    out = folder / f"n{trials}"
+    command = [sys.executable, *COMMAND, "--trials", str(trials), "--out", str(out), "--quiet"]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    summary = json.loads((out / "summary.json").read_text())
+    return {"trials": trials, "wall_s": round(wall, 2), "ms_per_trial": round(1000 * wall / trials, 3),
+            "sampler": summary["sampler"], "proxy": summary["proxy"], "loop_s": summary["timing"].get("loop_s"),
+            "lookup_s": summary["timing"].get("lookup_s"), "search_s": summary["seconds"],
+            "exports": len(summary["exports"]), "feasible": summary["trials"]["feasible"],
+            "duplicates": summary["trials"]["duplicates"], "over_budget": summary["trials"]["over_budget"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000, 10000])
+    parser.add_argument("--out", type=Path, default=RESULTS / "search-throughput.json")
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for trials in args.trials:
+            rows.append(run(trials, Path(tmp)))
+            print(rows[-1], flush=True)
+    result = {"device": current_device_string(get_target("cpu")), "command": "python " + " ".join(COMMAND),
+              "runs": rows, "goal_wall_s": GOAL_S, "date": time.strftime("%Y-%m-%d")}
+    write_json_atomic(args.out, result)
+    print(" | ".join(f"{r['trials']} trials: {r['wall_s']:.1f} s" for r in rows) + f" -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
