@@ -22,6 +22,15 @@ def test_make_sampler(name, kind):
     assert isinstance(make_sampler(name, seed=3, objective="best"), kind)
 
 
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "random", "gp"])
+def test_every_sampler_samples_the_space_past_its_startup_trials(name):
+    """Beyond the random start-up (10 trials for TPE and GP): what needs scipy or a model runs here."""
+    sampler = make_sampler(name, seed=3, objective="best", trials=14)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(lambda trial: trial.suggest_float("x", -2.0, 3.0) - trial.suggest_int("n", 1, 5) / 7, n_trials=14)
+    assert len(study.trials) == 14 and study.best_value > -2.8
+
+
 def test_records_best_and_pareto(stored_study):
     study, _ = stored_study
     rows = records(study)
@@ -127,6 +136,39 @@ def test_a_batch_is_one_transaction_and_duplicates_point_at_stored_numbers(store
     assert len(commits) == 1  # four trials, one transaction
     stored = study.get_trials()
     assert [t.user_attrs.get("duplicate_of") for t in stored[6:]] == [None, 6, 6, 6]
+
+
+def test_a_batch_written_trial_reads_back_as_optunas_own_api_stores_it(tmp_path):
+    """Every field: params with their distributions, multi-objective values (inf too), user and system
+    attributes, intermediate values, state and times; both written into the same study, compared field by field."""
+    storage = f"sqlite:///{tmp_path / 'fields.db'}"
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    mirror = StudyMirror(study, optuna.samplers.RandomSampler(seed=3), flush_every=100, flush_seconds=1e9)
+    templates = []
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+        trial = mirror.ask()
+        trial.suggest_int("depth", 1, 7, step=2)
+        trial.suggest_float("ratio", 0.5, 4.0, log=True)
+        trial.suggest_categorical("mixer", ("conv", "window", None))
+        trial.set_user_attr("arch", {"stages": [1, 2.5, "x"]})
+        trial.storage.set_trial_system_attr(trial._trial_id, "constraints", [0.25, -1.0])
+        trial.storage.set_trial_intermediate_value(trial._trial_id, 3, 0.125)  # report() is single-objective
+        trial.storage.set_trial_intermediate_value(trial._trial_id, 9, float("nan"))
+        mirror.finish(trial, [float("inf"), 2.5] if state == TrialState.COMPLETE else None, state=state)
+        templates.append(mirror.memory.trials[-1])
+    mirror._mirror_stored = lambda: []
+    mirror.flush()
+    for template in templates:  # the same trials through Optuna's own (slow) path
+        study.add_trial(template)
+    stored = study.get_trials()
+    assert len(stored) == 6
+    for ours, optunas in zip(stored[:3], stored[3:]):
+        assert ours.number + 3 == optunas.number
+        for field in ("state", "values", "params", "distributions", "user_attrs", "system_attrs",
+                      "datetime_start", "datetime_complete"):
+            assert getattr(ours, field) == getattr(optunas, field), field
+        assert ours.intermediate_values[3] == optunas.intermediate_values[3] == 0.125
+        assert str(ours.intermediate_values[9]) == str(optunas.intermediate_values[9]) == "nan"
 
 
 def test_a_flush_brings_in_what_another_driver_stored(stored_study):
