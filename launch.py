@@ -47,16 +47,8 @@ def cmd_archs(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
-    from search_spaces import ArchSpec, SpecError
     path = Path(args.spec)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
-    try:
-        spec = ArchSpec.from_json(text)
-    except SpecError as error:
-        raise UsageError(f"{path}: {error}") from None
+    spec = _read_spec(args.spec)
     print(f"{path}: valid ArchSpec (schema {spec.to_dict()['schema_version']}, digest {spec.digest()})")
     print(_cost_row(spec.name or path.stem, spec, args.resolution))
 
@@ -70,12 +62,15 @@ def _load_space(name_or_path: str):
 
 
 def _read_spec(path_text: str):
+    """The `ArchSpec` in the JSON file `path_text`; `UsageError` (one line) for anything unreadable or invalid."""
     from search_spaces import ArchSpec, SpecError
     path = Path(path_text)
     try:
-        return ArchSpec.from_json(path.read_text())
+        return ArchSpec.from_json(path.read_bytes().decode("utf-8"))
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path}: not UTF-8 text (byte {error.start}); an ArchSpec is a JSON file") from None
     except SpecError as error:
         raise UsageError(f"{path}: {error}") from None
 
@@ -442,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _search_flags(parser: argparse.ArgumentParser) -> None:
-    from nas.config import OBJECTIVES, PRUNERS, SAMPLERS
+    from nas.config import AUTO_TPE_MAX_TRIALS, OBJECTIVES, PRUNERS, SAMPLERS
     from nas.proxies import PROXIES
     _table_flags(parser)
     parser.add_argument("--budget", type=_budget, required=True, help="latency budget per batch on the target: "
@@ -455,7 +450,10 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
                         "(default 2)")
     parser.add_argument("--ray-address", help="address of a running Ray cluster (host:port); default: start a "
                         "local Ray for this search")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default tpe)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="auto",
+                        help=f"Optuna sampler (default auto: TPE up to {AUTO_TPE_MAX_TRIALS} trials, NSGA-II beyond, "
+                             f"whose ask stays ~1 ms where TPE's grows with the study; "
+                             f"benchmarks/sampler_efficiency.py)")
     parser.add_argument("--objective", choices=OBJECTIVES, help="best: maximise the proxy within the budget; "
                         "pareto: proxy up and latency_ms down (default: pareto with nsga2, else best)")
     parser.add_argument("--proxy", choices=tuple(PROXIES), help="accuracy proxy (default: meco with "

@@ -215,6 +215,7 @@ def block_totals(block: Block) -> tuple[int, int]:
     return (stored.params, stored.flops) if stored is not None else _counted_totals(block)
 
 
+@functools.lru_cache(maxsize=1024)  # a search asks for params and flops of one architecture in a row
 def architecture_totals(spec: ArchSpec, resolution: int) -> tuple[int, int]:
     """``(params, FLOPs)`` of `spec`'s network at `resolution` as sums of its blocks' (fvcore's multiply-adds, as
     `search_spaces.count_flops` counts the built model): a lookup where the block costs are stored."""

@@ -17,10 +17,14 @@ from search_spaces import SearchSpace
 
 __all__ = [
     "ConfigError", "SearchConfig", "SAMPLERS", "PRUNERS", "OBJECTIVES", "parse_latency_ms", "format_ms", "default_out",
-    "default_storage", "default_study_file", "DEFAULT_PROXY_WITH_DATA", "DEFAULT_PROXY_DATA_FREE",
+    "default_storage", "default_study_file", "DEFAULT_PROXY_WITH_DATA", "DEFAULT_PROXY_DATA_FREE", "auto_sampler",
+    "AUTO_TPE_MAX_TRIALS",
 ]
 
-SAMPLERS = ("tpe", "nsga2", "random", "gp")
+SAMPLERS = ("auto", "tpe", "nsga2", "random", "gp")
+# `--sampler auto` (the default) is TPE up to this many trials and NSGA-II beyond: TPE finds the better front per
+# trial, but its ask grows with the history (benchmarks/results/sampler-efficiency.json, README "Samplers").
+AUTO_TPE_MAX_TRIALS = 1000
 PRUNERS = ("median", "none")  # nas.pruning.make_pruner
 # "best": one objective, the proxy (maximised), the budget as a constraint.
 # "pareto": two objectives, proxy (maximised) and latency_ms (minimised), the budget as a constraint.
@@ -37,6 +41,11 @@ _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 class ConfigError(ValueError):
     """A search setting is invalid; the message is one line a user can act on."""
+
+
+def auto_sampler(trials: int) -> str:
+    """The sampler ``--sampler auto`` runs for a study of `trials`."""
+    return "tpe" if trials <= AUTO_TPE_MAX_TRIALS else "nsga2"
 
 
 def parse_latency_ms(text: str) -> float:
@@ -84,7 +93,7 @@ class SearchConfig:
         timeout_s: stop asking for new trials after this many seconds (running ones finish); None: no limit.
         workers: evaluations kept in flight (Ray tasks of one CPU each).
         ray_address: address of a running Ray cluster; None starts a local Ray just for this search.
-        sampler: one of `SAMPLERS`. objective: one of `OBJECTIVES`; None: ``pareto`` for nsga2, else ``best``.
+        sampler: one of `SAMPLERS`; ``auto``: `auto_sampler` of `trials`. objective: one of `OBJECTIVES`; None: ``pareto`` for nsga2, else ``best``.
         proxy: accuracy proxy name (``nas.proxies.PROXIES``); None: the benchmark's pick for the data given.
         data: images for the data proxies (``nas.data.load_data``); None: data-free proxies only.
         batch, resolution, dtype, runtime: latency-table settings; None: the target's defaults (runtime: compiled
@@ -110,7 +119,7 @@ class SearchConfig:
     timeout_s: float | None = None
     workers: int = 2
     ray_address: str | None = None
-    sampler: str = "tpe"
+    sampler: str = "auto"
     objective: str | None = None
     proxy: str | None = None
     data: Path | None = None
@@ -157,9 +166,12 @@ class SearchConfig:
     def resolved(self) -> SearchConfig:
         """This config with every None default that other fields decide filled in (objective, proxy, study,
         out, storage)."""
-        objective = self.objective or ("pareto" if self.sampler == "nsga2" else "best")
+        objective = self.objective or ("pareto" if self.sampler == "nsga2" else "best")  # auto: best
+        sampler = auto_sampler(self.trials) if self.sampler == "auto" else self.sampler
         proxy = self.proxy or (DEFAULT_PROXY_WITH_DATA if self.data is not None else DEFAULT_PROXY_DATA_FREE)
+        # named by the sampler asked for (auto too), so rerunning with more --trials resumes the same study
         study = self.study or f"{self.target}-{format_ms(self.budget_ms)}-{self.sampler}-{proxy}"
         out = self.out if self.out is not None else default_out(study)
         storage = self.storage or default_storage(out)
-        return dataclasses.replace(self, objective=objective, proxy=proxy, study=study, out=out, storage=storage)
+        return dataclasses.replace(self, sampler=sampler, objective=objective, proxy=proxy, study=study, out=out,
+                                   storage=storage)

@@ -421,10 +421,10 @@ class _Driver:
                   desc=f"search {self.config.study}", mininterval=0.5) as bar:
             bar.set_postfix(self.tally.postfix())
             while True:
-                timed_out = deadline is not None and time.monotonic() > deadline
-                if timed_out:
-                    status = "timeout"
-                while not timed_out and self.remaining() > 0 and len(self.in_flight) < self.config.workers:
+                while self.remaining() > 0 and len(self.in_flight) < self.config.workers:
+                    if deadline is not None and time.monotonic() > deadline:  # checked per trial: lookups never wait
+                        status = "timeout"
+                        break
                     settled = self.propose()
                     self.settled += settled
                     self.counted += settled

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from nas.config import (
-    DEFAULT_PROXY_DATA_FREE, DEFAULT_PROXY_WITH_DATA, ConfigError, SearchConfig, format_ms, parse_latency_ms,
+    AUTO_TPE_MAX_TRIALS, DEFAULT_PROXY_DATA_FREE, DEFAULT_PROXY_WITH_DATA, ConfigError, SearchConfig, auto_sampler,
+    format_ms, parse_latency_ms,
 )
 from nas.proxies import DATA_FREE, PROXIES
 
@@ -34,10 +35,19 @@ def test_format_ms_round_trips(latency_ms, text):
     assert parse_latency_ms(text) == pytest.approx(latency_ms)
 
 
+def test_auto_sampler_follows_the_trial_count_and_keeps_one_study_name():
+    small = SearchConfig(target="a100", budget_ms=5.0, trials=AUTO_TPE_MAX_TRIALS).resolved()
+    large = SearchConfig(target="a100", budget_ms=5.0, trials=AUTO_TPE_MAX_TRIALS + 1).resolved()
+    assert (small.sampler, large.sampler) == ("tpe", "nsga2")
+    assert small.study == large.study == "a100-5ms-auto-flops"  # more --trials resumes the same study
+    assert small.objective == large.objective == "best"  # auto keeps one objective; --sampler nsga2 means pareto
+    assert auto_sampler(1) == "tpe" and auto_sampler(10_000) == "nsga2"
+
+
 def test_resolved_defaults_depend_on_the_other_fields(tmp_path):
     plain = SearchConfig(target="a100", budget_ms=5.0).resolved()
-    assert (plain.objective, plain.proxy, plain.study) == ("best", DEFAULT_PROXY_DATA_FREE, "a100-5ms-tpe-flops")
-    assert plain.out == Path("runs/a100-5ms-tpe-flops")
+    assert (plain.objective, plain.proxy, plain.study) == ("best", DEFAULT_PROXY_DATA_FREE, "a100-5ms-auto-flops")
+    assert plain.sampler == "tpe" and plain.out == Path("runs/a100-5ms-auto-flops")
     assert plain.storage == f"sqlite:///{(plain.out / 'study.db').resolve()}"
     pareto = SearchConfig(target="h100", budget_ms=0.8, sampler="nsga2", data=tmp_path, out=tmp_path).resolved()
     assert (pareto.objective, pareto.proxy) == ("pareto", DEFAULT_PROXY_WITH_DATA)

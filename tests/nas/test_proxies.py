@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas import proxies
-from nas.proxies import DATA_FREE, PROXIES, ProxyError, TrainRecipe, score, short_train
-from search_spaces import CIFAR_SPACE, REFERENCE_ARCHS, TINY_ARCHS, ArchSpec, build_model, sample_archs
+from nas.proxies import DATA_FREE, LOOKUPS, PROXIES, ProxyError, TrainRecipe, lookup_score, score, short_train
+from search_spaces import (
+    CIFAR_SPACE, REFERENCE_ARCHS, TINY_ARCHS, ArchSpec, build_model, count_flops, count_params, sample_archs,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CIFAR_SUBSET = ROOT.parent / "shared" / "data" / "cifar10_subset.npz"
@@ -99,6 +101,24 @@ def test_zero_cost_proxies_are_finite_on_48_sampled_cifar_specs() -> None:  # ab
 def test_zero_cost_proxies_are_finite_on_every_reference_arch_at_224() -> None:  # about 60 s on one CPU thread
     images, labels = _batch(4, resolution=224, num_classes=1000)
     assert not _non_finite(ZERO_COST, list(REFERENCE_ARCHS.values()), images, labels, resolution=224)
+
+
+# ------------------------------------------------------------------------------------------------ lookups
+LOOKUP_CASES = [(name, spec, 224) for name, spec in REFERENCE_ARCHS.items()] + [
+    (f"cifar_{i}", spec, 32) for i, spec in enumerate(sample_archs(50, seed=11, space=CIFAR_SPACE))]
+
+
+@pytest.mark.parametrize("name, spec, resolution", LOOKUP_CASES, ids=[case[0] for case in LOOKUP_CASES])
+def test_lookup_proxies_equal_fvcore_on_the_built_model(name: str, spec: ArchSpec, resolution: int) -> None:
+    """params and flops summed from the shipped block counts, against the built network (within 1%)."""
+    assert set(LOOKUPS) == {"params", "flops"}
+    assert lookup_score("params", spec, resolution) == pytest.approx(count_params(spec), rel=0.01)
+    assert lookup_score("flops", spec, resolution) == pytest.approx(count_flops(spec, resolution), rel=0.01)
+
+
+def test_a_non_lookup_proxy_is_refused_by_lookup_score() -> None:
+    with pytest.raises(ProxyError, match="not a lookup proxy"):
+        lookup_score("synflow", TINY_ARCHS["tiny_conv"], 32)
 
 
 # ------------------------------------------------------------------------------------------------ determinism

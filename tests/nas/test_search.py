@@ -113,6 +113,56 @@ def test_a_lookup_proxy_settles_every_trial_in_the_driver_without_ray(tmp_path, 
         assert trial.user_attrs["flops"] == pytest.approx(count_flops(spec, RESOLUTION), rel=0.01)
 
 
+def test_a_lookup_search_stops_at_its_timeout(tmp_path, budget_ms):
+    """No trial waits on a worker, so the deadline is checked between trials, not only between collections."""
+    config = dataclasses.replace(_config(tmp_path, budget_ms, proxy="flops", trials=1_000_000), timeout_s=1.5)
+    started = time.monotonic()
+    summary = run_search(config, progress=False)
+    assert summary.status == "timeout" and time.monotonic() - started < 60
+    assert 0 < summary.trials["total"] < 1_000_000 == config.trials
+    assert len(_study(config).get_trials()) == summary.trials["total"]  # every trial asked was stored
+
+
+def test_summary_and_pareto_set_are_right_at_thousands_of_trials(tmp_path):
+    """2,000 lookup trials on a small space: the summary's counts and Pareto set equal a recount of the storage."""
+    space = SearchSpace.from_dict({"base": "cifar", "num_stages": [2], "mixers": ["conv", "window"],
+                                   "widths": [[32, 64], [64, 96]], "depths": [[1, 2], [1]], "stem_kinds": ["patch"],
+                                   "conv_kernel_sizes": [3, 7], "window_sizes": [4], "mlp_ratios": [2.0, 4.0],
+                                   "downsamples": ["conv2x2"], "conv_variants": ["convnext"]})
+    config = SearchConfig(target=TARGET, budget_ms=0.5, resolution=32, trials=2000, proxy="params",
+                          sampler="nsga2", space=space, out=tmp_path, top_k=0, export=False)
+    budget_ms = _latencies_median(config, space)
+    config = dataclasses.replace(config, budget_ms=budget_ms)
+    summary = run_search(config, progress=False)
+    stored = _study(config).get_trials()
+    by_number = {t.number: t for t in stored}
+    duplicates = [t for t in stored if "duplicate_of" in t.user_attrs]
+    over = [t for t in stored if t.state == TrialState.PRUNED]
+    assert summary.trials["total"] == len(stored) == 2000
+    assert summary.trials["duplicates"] == len(duplicates) > 500  # a small space: most proposals repeat
+    assert summary.trials["over_budget"] == len(over) > 0
+    assert all(t.user_attrs["latency_ms"] > budget_ms for t in over)
+    for twin in duplicates:
+        original = by_number[twin.user_attrs["duplicate_of"]]
+        assert original.user_attrs["digest"] == twin.user_attrs["digest"] and original.values == twin.values
+        assert "duplicate_of" not in original.user_attrs
+    distinct = [(t.user_attrs["latency_ms"], t.values[0], t.number) for t in stored
+                if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
+                and t.user_attrs["latency_ms"] <= budget_ms]
+    front = sorted(n for lat, proxy, n in distinct
+                   if not any(l2 <= lat and p2 >= proxy and (l2, p2) != (lat, proxy) for l2, p2, _ in distinct))
+    points = {n: (by_number[n].user_attrs["latency_ms"], by_number[n].values[0]) for n in by_number
+              if by_number[n].values}
+    summary_front = [row["trial"] for row in summary.pareto]
+    assert len(set(summary_front)) == len(summary_front) >= 3
+    assert {points[n] for n in summary_front} == {points[n] for n in front}  # equal points: the summary keeps one
+
+
+def _latencies_median(config: SearchConfig, space: SearchSpace) -> float:
+    table = open_table(config.target, resolution=config.resolution, create=False)
+    return statistics.median(table.predict(spec).latency_ms for spec in sample_archs(30, 0, space))
+
+
 def test_nsga2_searches_the_pareto_front(tmp_path, budget_ms, local_ray):
     summary = run_search(_config(tmp_path, budget_ms * 2, sampler="nsga2", trials=6), progress=False)
     study = _study(_config(tmp_path, budget_ms * 2, sampler="nsga2"))
@@ -320,6 +370,40 @@ def test_sigint_then_rerun_loses_no_completed_trial(tmp_path, budget_ms):
     counted = [t for t in stored.values() if t.user_attrs.get("fail_kind") != "interrupted"]
     assert len(counted) == trials
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "finished"
+
+
+def test_sigkill_of_a_lookup_search_loses_at_most_the_unflushed_batch(tmp_path):
+    """Batched writes: a killed driver leaves whole trials numbered without gaps; the same command resumes to the
+    exact total, evaluating what the lost batch held again."""
+    # 224 px: every block's counts are shipped, so a trial is a lookup (~5 ms), not a first count
+    args = ["--target", TARGET, "--budget", "1000ms", "--resolution", "224", "--proxy", "flops", "--sampler", "random",
+            "--out", str(tmp_path), "--no-export", "--quiet"]
+    storage = tmp_path / "study.db"
+    with (tmp_path / "search.err").open("w") as err:
+        process = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args, "--trials", "1000000"],
+                                   cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        deadline, stored = time.monotonic() + 120, 0
+        while stored < 150 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.3)
+            with contextlib.suppress(Exception):
+                stored = len(optuna.load_study(study_name=None, storage=f"sqlite:///{storage}").get_trials())
+        assert stored >= 150, (tmp_path / "search.err").read_text()[-2000:]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        _stop_group(process)
+    kept = optuna.load_study(study_name=None, storage=f"sqlite:///{storage}").get_trials()
+    assert [t.number for t in kept] == list(range(len(kept)))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "arch" in t.user_attrs for t in kept)
+    assert all(t.values for t in kept if t.state == TrialState.COMPLETE)
+    total = len(kept) + 40
+    result = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args, "--trials", str(total)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    resumed = optuna.load_study(study_name=None, storage=f"sqlite:///{storage}").get_trials()
+    assert [t.number for t in resumed] == list(range(total))
+    assert json.loads((tmp_path / "summary.json").read_text())["trials"]["total"] == total
 
 
 def test_sigterm_stops_the_search_as_ctrl_c_does(tmp_path, budget_ms):
