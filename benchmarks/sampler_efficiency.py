@@ -8,15 +8,17 @@ comparison is about the samplers, not proxy noise). The budget is the median pre
 architectures, so about half the space is feasible.
 
 Reported per sampler (mean over seeds): the hypervolume after 100, 300, 1,000, 3,000 and 10,000 trials and after
-10, 30, 60 and 120 s of search, and the time a trial took (median gap between completions) as the study grew:
+10, 30, 60 and 120 s of search, the best feasible proxy found after those trial counts (as a fraction of the
+largest any run found: what a single-objective search keeps), and the time a trial took (median gap between completions) as the study grew:
 a sampler whose cost grows with the history shows it there. Hypervolume: of the feasible trials, in the box
 latency in [0, budget] ms x proxy in [0, the largest proxy any run found], as a fraction of that box.
 
-    python benchmarks/sampler_efficiency.py [--trials 10000] [--cap 150]   -> benchmarks/results/sampler-efficiency.json
+    python benchmarks/sampler_efficiency.py [--trials 10000] [--cap 150] [--cache runs.json]   -> benchmarks/results/sampler-efficiency.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -86,16 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cap", type=float, default=150.0, help="seconds a run may take (default 150)")
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
     parser.add_argument("--out", type=Path, default=RESULTS / "sampler-efficiency.json")
+    parser.add_argument("--cache", type=Path, help="JSON file keeping each finished run's trials, so a rerun after a "
+                        "failure runs only the missing ones (default: none)")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     table = open_table("a100", create=False)
     budget_ms = statistics.median(table.predict(spec).latency_ms for spec in sample_archs(40, 1234))
     rows: dict[tuple[str, int], list[tuple]] = {}
+    cached = json.loads(args.cache.read_text()) if args.cache and args.cache.exists() else {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for sampler in args.samplers:
             for seed in SEEDS:
-                rows[(sampler, seed)] = _run(Path(tmp), sampler, seed, args.trials, args.cap, budget_ms)
+                key = f"{sampler}-{seed}-{args.trials}-{args.cap:g}-{budget_ms:.6f}"
+                if key not in cached:
+                    cached[key] = _run(Path(tmp), sampler, seed, args.trials, args.cap, budget_ms)
+                    if args.cache:
+                        write_json_atomic(args.cache, cached)
+                rows[(sampler, seed)] = [tuple(row) for row in cached[key]]
                 print(f"{sampler} seed {seed}: {len(rows[(sampler, seed)])} trials", flush=True)
     proxy_max = max(p for run in rows.values() for _, _, _, p in run if p is not None)
     runs = []
@@ -105,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
                                          proxy_max) for n in TRIAL_CHECKPOINTS if n <= len(run)}
         by_seconds = {str(t): hypervolume([(lat, p) for _, s, lat, p in feasible if s <= t], budget_ms, proxy_max)
                       for t in SECOND_CHECKPOINTS}
+        best_by_trials = {str(n): max((p for number, _, _, p in feasible if number < n), default=0.0) / proxy_max
+                          for n in TRIAL_CHECKPOINTS if n <= len(run)}
         runs.append({"sampler": sampler, "seed": seed, "trials": len(run), "seconds": max(s for _, s, _, _ in run),
                      "hypervolume_by_trials": by_trials, "hypervolume_by_seconds": by_seconds,
+                     "best_by_trials": best_by_trials,
                      "trial_ms": _trial_cost_ms(run)})
     summary = {}
     for sampler in args.samplers:
@@ -119,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[sampler] = {"trials_reached": statistics.mean(r["trials"] for r in mine),
                             "hypervolume_by_trials": mean_of("hypervolume_by_trials"),
                             "hypervolume_by_seconds": mean_of("hypervolume_by_seconds"),
+                            "best_by_trials": mean_of("best_by_trials"),
                             "trial_ms": mean_of("trial_ms")}
     result = {"device": current_device_string(get_target("cpu")), "target": "a100", "budget_ms": budget_ms,
               "proxy": "params", "objectives": ["params (max)", "latency_ms (min)"], "seeds": list(SEEDS),

@@ -9,10 +9,11 @@ study per run, after a warm-up search that fills the lookups' caches:
 
 The per-trial overhead is the time between consecutive trial completions as the storage recorded them (median),
 and the mean of the driver loop per trial, with the lookups' share. For comparison, the same trivial objective
-through Ray Tune's Tuner with OptunaSearch (``reuse_actors=True``) in the same run. The sampler is the default
-for the trial count (`nas.study.default_sampler`).
+through Ray Tune's Tuner with OptunaSearch (``reuse_actors=True``) in the same run, with the same Optuna sampler
+(`nas.study.make_sampler`) and as many trials. The sampler is the default for the trial count
+(`nas.config.auto_sampler`).
 
-    python benchmarks/search_overhead.py [--trials 200] [--tune-trials 40]   -> benchmarks/results/search-overhead.json
+    python benchmarks/search_overhead.py [--trials 200] [--tune-trials N]   -> benchmarks/results/search-overhead.json
 """
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ import torch  # noqa: E402
 
 from benchmarks._io import write_json_atomic  # noqa: E402
 from latency_tables.targets import current_device_string, get_target  # noqa: E402
-from nas.config import SearchConfig  # noqa: E402
+from nas.config import SearchConfig, auto_sampler  # noqa: E402
 from nas.evaluate import EvalRequest, Outcome  # noqa: E402
 from nas.search import ray_session, run_search  # noqa: E402
+from nas.study import make_sampler  # noqa: E402
 from search_spaces import sample_arch  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
@@ -86,7 +88,8 @@ def _tune(folder: Path, trials: int, workers: int, seed: int) -> dict:
         def on_trial_complete(self, iteration, trials, trial, **info):
             completions.append(time.perf_counter())
 
-    searcher = OptunaSearch(space=tune_space, metric="proxy", mode="max", sampler=optuna.samplers.TPESampler(seed=seed))
+    sampler = make_sampler(auto_sampler(trials), seed, "best", trials)
+    searcher = OptunaSearch(space=tune_space, metric="proxy", mode="max", sampler=sampler)
     tuner = tune.Tuner(tune_objective, tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trials,
                                                               max_concurrent_trials=workers, reuse_actors=True),
                        run_config=tune.RunConfig(storage_path=str(folder / "tune"), verbose=0, callbacks=[Clock()]))
@@ -101,10 +104,11 @@ def _tune(folder: Path, trials: int, workers: int, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
-    parser.add_argument("--tune-trials", type=int, default=40)
+    parser.add_argument("--tune-trials", type=int, help="trials of the Ray Tune runs (default: --trials)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "search-overhead.json")
     args = parser.parse_args(argv)
+    args.tune_trials = args.tune_trials or args.trials
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows, tune_rows = [], []
