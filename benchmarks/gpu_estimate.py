@@ -38,7 +38,7 @@ from tqdm import tqdm  # noqa: E402
 
 from benchmarks._io import write_json_atomic  # noqa: E402
 from latency_tables.calibration import (  # noqa: E402
-    Sample, fit, fit_errors, shipped_calibration_path, store_calibrations,
+    Sample, fit, fit_errors, prediction_errors, shipped_calibration_path, store_calibrations,
 )
 from latency_tables.gpu_model import gpu_rates, profile_seconds  # noqa: E402
 from latency_tables.profile import profile_module  # noqa: E402
@@ -108,16 +108,7 @@ def leave_one_family_out(samples: list[Sample], runtime: str) -> dict:
 
 
 def _errors(predictions: list[tuple[Sample, float]]) -> dict:
-    import numpy as np
-    predicted = np.array([p for _, p in predictions])
-    measured = np.array([s.measured_ms for s, _ in predictions])
-    error = predicted / measured - 1
-    absolute = np.abs(error)
-    ranks = lambda values: np.argsort(np.argsort(values))  # noqa: E731
-    return {"models": len(predictions), "within_10": float(np.mean(absolute <= 0.10)),
-            "within_15": float(np.mean(absolute <= 0.15)), "within_25": float(np.mean(absolute <= 0.25)),
-            "median_abs_error": float(np.median(absolute)), "median_signed_error": float(np.median(error)),
-            "spearman": float(np.corrcoef(ranks(predicted), ranks(measured))[0, 1])}
+    return prediction_errors([p for _, p in predictions], [s.measured_ms for s, _ in predictions])
 
 
 def twins(calibrations: dict, samples: dict[str, list[Sample]]) -> list[dict]:

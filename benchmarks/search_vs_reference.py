@@ -53,8 +53,9 @@ LATENCY_PASSES = 5
 SEARCH_TRIALS = 100
 
 
-def read_rows(path: Path = ROWS) -> list[dict]:
-    """Every stored row (a damaged last line, from a kill mid-write, is dropped)."""
+def read_rows(path: Path | None = None) -> list[dict]:
+    """Every stored row of `path` (default `ROWS`; a damaged last line, from a kill mid-write, is dropped)."""
+    path = path or ROWS
     if not path.exists():
         return []
     rows = []
@@ -66,8 +67,8 @@ def read_rows(path: Path = ROWS) -> list[dict]:
     return rows
 
 
-def append_row(row: dict, path: Path = ROWS) -> None:
-    with path.open("a") as handle:  # one line per finished step: a stop loses at most the one running
+def append_row(row: dict, path: Path | None = None) -> None:
+    with (path or ROWS).open("a") as handle:  # one line per finished step: a stop loses at most the one running
         handle.write(json.dumps(row) + "\n")
 
 

@@ -26,7 +26,7 @@ from latency_tables.files import write_json_atomic
 from latency_tables.gpu_model import Calibration, GpuRates, profile_seconds
 from latency_tables.profile import CostProfile
 
-__all__ = ["Sample", "fit", "fit_errors", "shipped_calibration_path", "target_calibration_path",
+__all__ = ["Sample", "fit", "fit_errors", "prediction_errors", "shipped_calibration_path", "target_calibration_path",
            "load_calibrations", "store_calibrations", "CalibrationError"]
 
 DATA = Path(__file__).resolve().parent / "data"  # read at call time (tests point it elsewhere)
@@ -136,17 +136,21 @@ def fit(samples: list[Sample], runtime: str, fitted_on: str, tied: bool = False,
 
 
 def fit_errors(calibration: Calibration, samples: list[Sample]) -> dict:
-    """How far `calibration` predicts `samples`: shares within ±10/15/25%, median |error|, median signed error,
-    Spearman of predicted against measured."""
-    predicted = np.array([profile_seconds(s.profile, s.batch, s.rates, calibration) * 1e3 for s in samples])
-    measured = np.array([s.measured_ms for s in samples])
+    """How far `calibration` predicts `samples` (`prediction_errors`)."""
+    predicted = [profile_seconds(s.profile, s.batch, s.rates, calibration) * 1e3 for s in samples]
+    return prediction_errors(predicted, [s.measured_ms for s in samples])
+
+
+def prediction_errors(predicted_ms: list[float], measured_ms: list[float]) -> dict:
+    """Shares within ±10/15/25%, median |error|, median signed error, Spearman of predicted against measured."""
+    predicted, measured = np.array(predicted_ms, dtype=float), np.array(measured_ms, dtype=float)
     error = predicted / measured - 1
     absolute = np.abs(error)
     ranks = lambda values: np.argsort(np.argsort(values))  # noqa: E731
-    return {"models": len(samples), "within_10": float(np.mean(absolute <= 0.10)),
+    return {"models": len(predicted), "within_10": float(np.mean(absolute <= 0.10)),
             "within_15": float(np.mean(absolute <= 0.15)), "within_25": float(np.mean(absolute <= 0.25)),
             "median_abs_error": float(np.median(absolute)), "median_signed_error": float(np.median(error)),
-            "spearman": float(np.corrcoef(ranks(predicted), ranks(measured))[0, 1]) if len(samples) > 2 else 0.0}
+            "spearman": float(np.corrcoef(ranks(predicted), ranks(measured))[0, 1]) if len(predicted) > 2 else 0.0}
 
 
 def shipped_calibration_path() -> Path:

@@ -279,7 +279,12 @@ class ArchSpec:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise SpecError(f"spec: not valid JSON ({error})") from None
-        return cls.from_dict(data)
+        except RecursionError:
+            raise SpecError("spec: JSON nested too deeply to be an ArchSpec") from None
+        try:
+            return cls.from_dict(data)
+        except RecursionError:
+            raise SpecError("spec: nested too deeply to be an ArchSpec") from None
 
     # ---------------------------------------------------------------------------------------------- identity
     def canonical(self) -> str:

@@ -46,6 +46,20 @@ def test_check_rejects_an_invalid_spec_with_the_field(tmp_path, capsys) -> None:
     assert "stages[1].mixer.num_heads: width 64 is not divisible by 7 heads" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe{\x00}", "not UTF-8 text (byte 0)"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"stages": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+])
+@pytest.mark.parametrize("command", [["check"], ["latency", "--target", "cpu"]])
+def test_unreadable_spec_files_are_one_line(tmp_path, capsys, content: bytes, message: str, command) -> None:
+    path = tmp_path / "arch.json"
+    path.write_bytes(content)
+    assert launch.main([command[0], str(path), *command[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
 def test_latency_of_a_spec_on_an_unmeasured_gpu_is_labelled_estimated(tmp_path, capsys) -> None:
     path = tmp_path / "arch.json"
     path.write_text(TINY_ARCHS["tiny_conv"].to_json())
