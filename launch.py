@@ -323,17 +323,22 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
         raise UsageError(str(error)) from None
 
 
-def _int_at_least(minimum: int, expected: str):
-    """An argparse type: an integer >= `minimum`, else "expected <expected>, got ..."."""
+def _int_at_least(minimum: int, expected: str, maximum: int | None = None):
+    """An argparse type: an integer in [`minimum`, `maximum`], else "expected <expected>, got ..."."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
     return parse
+
+
+def _resolution(text: str) -> int:
+    from search_spaces import MAX_RESOLUTION, MIN_RESOLUTION
+    return _int_at_least(MIN_RESOLUTION, f"a size of {MIN_RESOLUTION}-{MAX_RESOLUTION} pixels", MAX_RESOLUTION)(text)
 
 
 _positive_int = _int_at_least(1, "a positive integer")
@@ -410,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     measure.set_defaults(run=cmd_measure)
     costs = commands.add_parser("costs", help="count the kernels, params and FLOPs of every block of the space "
                                 "once, for the estimates of blocks no table has measured and the lookup proxies")
-    costs.add_argument("--resolution", type=_positive_int, default=224, help="square input size in pixels")
+    costs.add_argument("--resolution", type=_resolution, default=224, help="square input size in pixels")
     _space_flag(costs)
     costs.set_defaults(run=cmd_costs)
     calibrate = commands.add_parser("calibrate", help="fit the GPU estimates of a target on timm's benchmark.py run "
@@ -427,10 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     latency.set_defaults(run=cmd_latency)
     check = commands.add_parser("check", help="validate an ArchSpec JSON file and print its params and GFLOPs")
     check.add_argument("spec", help="path of an ArchSpec JSON file (as written by ArchSpec.to_json)")
-    check.add_argument("--resolution", type=_positive_int, default=224, help="square input size in pixels")
+    check.add_argument("--resolution", type=_resolution, default=224, help="square input size in pixels")
     check.set_defaults(run=cmd_check)
     archs = commands.add_parser("archs", help="params and GFLOPs of the reference architectures")
-    archs.add_argument("--resolution", type=_positive_int, default=224, help="square input size in pixels")
+    archs.add_argument("--resolution", type=_resolution, default=224, help="square input size in pixels")
     archs.add_argument("--names", nargs="+", help="only these architectures (default: all)")
     archs.set_defaults(run=cmd_archs)
     return parser
@@ -460,7 +465,7 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
                         "--data, flops without; chosen by benchmarks/proxy_quality.py)")
     parser.add_argument("--data", type=Path, help="images for the data proxies: an ImageFolder directory, a "
                         "CIFAR-10 python batch folder or an .npz (x uint8 NHWC, y int); default none")
-    parser.add_argument("--proxy-resolution", type=_positive_int, help="proxies' input size in pixels (default: "
+    parser.add_argument("--proxy-resolution", type=_resolution, help="proxies' input size in pixels (default: "
                         "the data's image size, at least 64; without data, --resolution)")
     parser.add_argument("--train-steps", type=_positive_int, default=300, help="steps of the short_train proxy "
                         "(default 300)")
@@ -500,7 +505,7 @@ def _table_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-db", help="SQLAlchemy URL or sqlite path of the table (default: the table "
                         "shipped in latency_tables/data/<target>.sqlite)")
     parser.add_argument("--batch", type=_positive_int, help="batch size (default 1)")
-    parser.add_argument("--resolution", type=_positive_int, help="square input size in pixels (default 224)")
+    parser.add_argument("--resolution", type=_resolution, help="square input size in pixels (default 224)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="default: bf16 on GPUs, fp32 on cpu")
     parser.add_argument("--runtime", choices=("eager", "compiled"), help="how the target runs the network: eager "
                         "PyTorch or torch.compile (default: compiled on GPUs, the closest to the Triton kernels "

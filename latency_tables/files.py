@@ -1,6 +1,7 @@
 """Writes that never leave a half-written file or folder behind: temporary sibling, then rename."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -8,7 +9,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_bytes_atomic", "write_text_atomic", "write_json_atomic", "replace_dir_atomic"]
+__all__ = ["ensure_folder", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "replace_dir_atomic"]
+
+
+def ensure_folder(path: Path) -> None:
+    """Create the folder `path` and its parents; `OSError` (its ``strerror`` one line) unless it then is a folder
+    this process can write in."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", str(path)) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "not writable", str(path))
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

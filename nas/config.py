@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from search_spaces import SearchSpace
+from search_spaces import MAX_RESOLUTION, MIN_RESOLUTION, SearchSpace
 
 __all__ = [
     "ConfigError", "SearchConfig", "SAMPLERS", "PRUNERS", "OBJECTIVES", "parse_latency_ms", "format_ms", "default_out",
@@ -158,10 +158,13 @@ class SearchConfig:
         if self.study is not None and not _STUDY_NAME.match(self.study):
             raise ConfigError(f"study name {self.study!r} must be 1-100 letters, digits, '.', '_' or '-', "
                               f"starting with a letter or digit")
-        for name in ("batch", "resolution", "proxy_resolution"):
+        if self.batch is not None and self.batch < 1:
+            raise ConfigError(f"--batch must be a positive integer, got {self.batch}")
+        for name in ("resolution", "proxy_resolution"):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+            if value is not None and not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
+                raise ConfigError(f"--{name.replace('_', '-')} must be {MIN_RESOLUTION}-{MAX_RESOLUTION} pixels, "
+                                  f"got {value}")
 
     def resolved(self) -> SearchConfig:
         """This config with every None default that other fields decide filled in (objective, proxy, study,

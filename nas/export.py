@@ -26,7 +26,7 @@ import optuna
 import torch
 
 from latency_tables import NETWORK_PASSES, TargetUnavailableError, open_table
-from latency_tables.files import replace_dir_atomic, write_json_atomic
+from latency_tables.files import ensure_folder, replace_dir_atomic, write_json_atomic
 from nas.study import TrialRecord, best_record, pareto_records, records
 from search_spaces import ArchSpec, build_model, count_flops, count_params, fold_batchnorm
 
@@ -229,7 +229,10 @@ def export_study(study: optuna.Study, out: Path, top_k: int, storage_url: str | 
         return []
     attrs = {**study.user_attrs, "study": study.study_name, "storage": storage_url}
     export_root = Path(out) / "exports" / study.study_name
-    export_root.mkdir(parents=True, exist_ok=True)
+    try:
+        ensure_folder(export_root)
+    except OSError as error:
+        raise ExportError(f"cannot write exports under {out}: {error.strerror or error}") from None
     pareto_png = export_root / f".pareto-{uuid.uuid4().hex}.png"
     try:
         plot_pareto(rows, attrs, chosen, pareto_png)

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from latency_tables import EstimationError, LatencyDBError, LatencyTable, Prediction, UnknownTargetError, open_table
 from latency_tables.block_costs import architecture_totals
-from latency_tables.files import write_json_atomic
+from latency_tables.files import ensure_folder, write_json_atomic
 from nas.config import ConfigError, SearchConfig
 from nas.data import load_data
 from nas.evaluate import EvalRequest, Outcome, ProxyData, evaluate
@@ -551,7 +551,10 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     prepared = prepare(config)
     config, table, data, proxy_resolution, space = (prepared.config, prepared.table, prepared.data,
                                                     prepared.proxy_resolution, prepared.space)
-    config.out.mkdir(parents=True, exist_ok=True)
+    try:
+        ensure_folder(config.out)
+    except OSError as error:
+        raise SearchError(f"cannot write the output folder --out {config.out}: {error.strerror or error}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, resumed = open_study(config, _study_attrs(config, table, proxy_resolution, space))
     rows = records(study)

@@ -11,7 +11,8 @@ from search_spaces.flops import count_flops, count_params, module_flops
 from search_spaces.reference import CIFAR_REFERENCE_ARCHS, REFERENCE_ARCHS, TINY_ARCHS
 from search_spaces.registry import MODEL_PREFIX, register_arch
 from search_spaces.space import (
-    CIFAR_SPACE, DEFAULT_SPACE, SPACES, SearchSpace, SpaceError, load_space, sample_arch, sample_archs,
+    CIFAR_SPACE, DEFAULT_SPACE, MAX_RESOLUTION, MIN_RESOLUTION, SPACES, SearchSpace, SpaceError, load_space,
+    sample_arch, sample_archs,
 )
 from search_spaces.spec import (
     MIXER_TYPES, SCHEMA_VERSION, ArchSpec, ConvMixer, DownsampleSpec, HeadSpec, LinearMixer, MixerSpec, QnAMixer,
@@ -22,6 +23,7 @@ __all__ = [
     "ArchSpec", "StemSpec", "StageSpec", "DownsampleSpec", "HeadSpec", "MixerSpec", "MIXER_TYPES", "SCHEMA_VERSION",
     "ConvMixer", "WindowMixer", "LinearMixer", "SingleHeadMixer", "StripMixer", "QnAMixer", "SpecError",
     "SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "SPACES", "SpaceError", "load_space", "sample_arch", "sample_archs",
+    "MIN_RESOLUTION", "MAX_RESOLUTION",
     "HybridBackbone", "build_model", "fold_batchnorm", "register_arch", "MODEL_PREFIX",
     "REFERENCE_ARCHS", "CIFAR_REFERENCE_ARCHS", "TINY_ARCHS",
     "count_flops", "count_params", "module_flops",

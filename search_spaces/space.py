@@ -18,8 +18,13 @@ from search_spaces.spec import (
     SpecError, StageSpec, StemSpec, StripMixer, WindowMixer,
 )
 
-__all__ = ["SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "SPACES", "SpaceError", "load_space", "sample_arch",
+__all__ = ["MIN_RESOLUTION", "MAX_RESOLUTION", "SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "SPACES", "SpaceError", "load_space", "sample_arch",
            "sample_archs", "heads_for", "partial_dim_for"]
+
+
+# Input sizes the backbones are built for: below 16 px every stage map is 1x1 padding; above 2048 px one image's
+# activations at stride 4 pass a gigabyte per channel group (a typo, not a backbone).
+MIN_RESOLUTION, MAX_RESOLUTION = 16, 2048
 
 
 class SpaceError(SpecError):
@@ -95,8 +100,9 @@ class SearchSpace:
             if len(getattr(self, name)) < max(self.num_stages):
                 raise SpaceError(f"space.{name}: needs a choice list for each of {max(self.num_stages)} stages, "
                                  f"got {len(getattr(self, name))}")
-        if not (isinstance(self.proxy_resolution, int) and 8 <= self.proxy_resolution <= 1024):
-            raise SpaceError(f"space.proxy_resolution: must be an integer in [8, 1024], got {self.proxy_resolution!r}")
+        if not (isinstance(self.proxy_resolution, int) and MIN_RESOLUTION <= self.proxy_resolution <= MAX_RESOLUTION):
+            raise SpaceError(f"space.proxy_resolution: must be an integer in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], "
+                             f"got {self.proxy_resolution!r}")
         import optuna  # every choice combination reaches the spec's validation through a sample
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -27,8 +27,10 @@ def test_check_accepts_a_valid_spec_file(tmp_path, capsys) -> None:
     ([], "the following arguments are required: command"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["archs", "--names", "resnet50"], "unknown architecture(s) resnet50"),
-    (["archs", "--resolution", "0"], "expected a positive integer, got 0"),
-    (["archs", "--resolution", "big"], "expected a positive integer, got 'big'"),
+    (["archs", "--resolution", "0"], "expected a size of 16-2048 pixels, got 0"),
+    (["archs", "--resolution", "big"], "expected a size of 16-2048 pixels, got 'big'"),
+    (["costs", "--resolution", "100000"], "expected a size of 16-2048 pixels, got 100000"),
+    (["check", "x.json", "--resolution", "7"], "expected a size of 16-2048 pixels, got 7"),
     (["check", "/no/such/arch.json"], "cannot read /no/such/arch.json"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, capsys) -> None:
@@ -185,7 +187,9 @@ SEARCH = ["--target", "a100", "--budget", "5ms"]
     (SEARCH + ["--pruner", "hyperband"], "argument --pruner: invalid choice: 'hyperband'"),
     (SEARCH + ["--proxy", "magic"], "argument --proxy: invalid choice: 'magic'"),
     (SEARCH + ["--objective", "fastest"], "argument --objective: invalid choice: 'fastest'"),
-    (SEARCH + ["--resolution", "0"], "argument --resolution: expected a positive integer, got 0"),
+    (SEARCH + ["--resolution", "0"], "argument --resolution: expected a size of 16-2048 pixels, got 0"),
+    (SEARCH + ["--resolution", "100000"], "argument --resolution: expected a size of 16-2048 pixels, got 100000"),
+    (SEARCH + ["--proxy-resolution", "7"], "argument --proxy-resolution: expected a size of 16-2048 pixels, got 7"),
     (SEARCH + ["--top=-1"], "argument --top: expected an integer >= 0, got -1"),
     (SEARCH + ["--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["--target", "tpu", "--budget", "5ms"], "unknown latency target 'tpu'; known targets: a100, a10g, cpu"),
@@ -203,6 +207,26 @@ def test_search_bad_flags_are_one_line_and_exit_2(argv, message, capsys, tmp_pat
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1 and message in captured.err, captured.err
     assert not (tmp_path / "study.db").exists()  # nothing stored for a refused search
+
+
+@pytest.mark.parametrize("where", ["file", "under_a_file"])
+def test_an_output_folder_a_file_is_in_the_way_of_is_one_line(tmp_path, capsys, where: str) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("mine\n")
+    out = blocker if where == "file" else blocker / "run"
+    assert launch.main(SEARCH + ["--trials", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write the output folder --out {out}" in err
+    assert blocker.read_text() == "mine\n"  # left as it was
+
+
+def test_export_into_a_folder_a_file_is_in_the_way_of_is_one_line(stored_study_file, tmp_path, capsys) -> None:
+    storage, _ = stored_study_file
+    blocker = tmp_path / "exports-here"
+    blocker.write_text("mine\n")
+    assert launch.main(["export", "--study", "unit-study", "--storage", storage, "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write exports under" in err and blocker.read_text() == "mine\n"
 
 
 def test_search_resuming_with_another_budget_is_refused(stored_study_file, capsys) -> None:
