@@ -291,7 +291,7 @@ def _check_existing_sqlite_file(path: Path, shown: str) -> None:
     try:
         connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
-            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
             connection.close()
     except sqlite3.DatabaseError as exc:
@@ -303,6 +303,9 @@ def _check_existing_sqlite_file(path: Path, shown: str) -> None:
         raise LatencyDBError(
             f"latency database {shown}: {path} is a damaged SQLite database ({exc}); it was left untouched. "
             f"Move it away (and re-measure) or pass another --latency-db.") from None
+    if {"studies", "trials"} <= tables and LatencyEntryRow.__tablename__ not in tables:
+        raise LatencyDBError(f"{path} is an Optuna study storage, not a latency table; pass another --latency-db "
+                             f"(it was left untouched)")
 
 
 def _enable_wal(cursor: sqlite3.Cursor) -> None:

@@ -15,6 +15,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -77,7 +78,33 @@ def metric_names(config: SearchConfig) -> list[str]:
     return names + ["latency_ms"] if config.objective == "pareto" else names
 
 
+def _refuse_latency_table(url: str) -> None:
+    """`StudyError` if `url` is a latency table's database (Optuna would add its 13 tables to it)."""
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.engine import make_url
+    try:
+        parsed = make_url(url)
+    except Exception:  # a bad URL: RDBStorage says so below
+        return
+    if parsed.get_backend_name() == "sqlite" and not (parsed.database and Path(parsed.database).is_file()):
+        return  # a new sqlite file (connecting would create it) or in-memory
+    try:
+        engine = create_engine(parsed)
+        try:
+            with engine.connect() as connection:
+                present = set(inspect(connection).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception:  # unreachable or no driver: RDBStorage gives the message
+        return
+    from latency_tables.storage import LatencyEntryRow
+    if LatencyEntryRow.__tablename__ in present and "studies" not in present:
+        raise StudyError(f"{parsed.render_as_string(hide_password=True)} is a latency table, not a study storage; "
+                         f"pass another --storage (nothing was written)")
+
+
 def _storage(url: str) -> optuna.storages.BaseStorage:
+    _refuse_latency_table(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}  # wait for the dashboard's reads instead of failing

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 import launch
 from search_spaces import REFERENCE_ARCHS, TINY_ARCHS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_archs_prints_params_and_gflops(capsys) -> None:
@@ -227,6 +231,28 @@ def test_export_into_a_folder_a_file_is_in_the_way_of_is_one_line(stored_study_f
     assert launch.main(["export", "--study", "unit-study", "--storage", storage, "--out", str(blocker)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write exports under" in err and blocker.read_text() == "mine\n"
+
+
+def test_a_latency_table_is_refused_as_a_study_storage_and_left_byte_identical(tmp_path, capsys) -> None:
+    table = tmp_path / "cpu.sqlite"
+    shutil.copyfile(ROOT / "latency_tables/data/cpu.sqlite", table)
+    before = table.read_bytes()
+    assert launch.main(SEARCH + ["--trials", "2", "--storage", f"sqlite:///{table}", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a latency table, not a study storage" in err
+    assert table.read_bytes() == before
+
+
+def test_a_study_storage_is_refused_as_a_latency_table(stored_study_file, tmp_path, capsys) -> None:
+    storage, _ = stored_study_file
+    path = tmp_path / "arch.json"
+    path.write_text(TINY_ARCHS["tiny_conv"].to_json())
+    study_file = storage.removeprefix("sqlite:///")
+    before = Path(study_file).read_bytes()
+    assert launch.main(["latency", str(path), "--target", "cpu", "--latency-db", study_file]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is an Optuna study storage, not a latency table" in err
+    assert Path(study_file).read_bytes() == before
 
 
 def test_search_resuming_with_another_budget_is_refused(stored_study_file, capsys) -> None:
