@@ -24,6 +24,7 @@ import math
 import os
 import shlex
 import signal
+import socket
 import sys
 import threading
 import time
@@ -175,6 +176,22 @@ def ray_session(address: str | None, workers: int) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """`SearchError` unless something listens at the Ray address ``host:port`` (or ``ray://host:port``); Ray's own
+    ``init`` retries a dead address for minutes. ``auto`` (a cluster this machine started) is left to Ray."""
+    target = address.removeprefix("ray://")
+    if target == "auto" or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise SearchError(f"no Ray cluster answers at {address} ({reason}); start one there (ray start --head "
+                          f"--port {port}) or leave out --ray-address for a local Ray") from None
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -551,6 +568,9 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     prepared = prepare(config)
     config, table, data, proxy_resolution, space = (prepared.config, prepared.table, prepared.data,
                                                     prepared.proxy_resolution, prepared.space)
+    uses_ray = PROXIES[config.proxy].kind != "lookup"  # lookup proxies never leave this process
+    if uses_ray and config.ray_address:
+        check_ray_address(config.ray_address)  # before anything is created
     try:
         ensure_folder(config.out)
     except OSError as error:
@@ -569,7 +589,6 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
         announce(f"study {config.study!r} ({state}) in {config.storage}; summary and exports under {config.out}")
     deadline = started + config.timeout_s if config.timeout_s else None
     status = "finished"
-    uses_ray = PROXIES[config.proxy].kind != "lookup"  # lookup proxies never leave this process
     session = ray_session(config.ray_address, config.workers) if uses_ray else contextlib.nullcontext()
     with session, stop_on_sigterm() as stop:
         ray = __import__("ray") if uses_ray else None

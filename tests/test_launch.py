@@ -255,6 +255,15 @@ def test_a_study_storage_is_refused_as_a_latency_table(stored_study_file, tmp_pa
     assert Path(study_file).read_bytes() == before
 
 
+def test_a_ray_address_nobody_listens_at_fails_before_anything_is_written(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert launch.main(SEARCH + ["--trials", "2", "--proxy", "synflow", "--ray-address", "127.0.0.1:1",
+                                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no Ray cluster answers at 127.0.0.1:1" in err
+    assert not (out / "study.db").exists()  # refused before the study (Ray's own init retries for minutes)
+
+
 def test_search_resuming_with_another_budget_is_refused(stored_study_file, capsys) -> None:
     storage, out = stored_study_file
     argv = ["--target", "cpu", "--budget", "7ms", "--study", "unit-study", "--storage", storage, "--out", str(out),
