@@ -9,11 +9,12 @@ architectures, so about half the space is feasible.
 
 Reported per sampler (mean over seeds): the hypervolume after 100, 300, 1,000, 3,000 and 10,000 trials and after
 10, 30, 60 and 120 s of search, the best feasible proxy found after those trial counts (as a fraction of the
-largest any run found: what a single-objective search keeps), and the time a trial took (median gap between completions) as the study grew:
-a sampler whose cost grows with the history shows it there. Hypervolume: of the feasible trials, in the box
+largest any run found: what a single-objective search keeps), and the time a trial took (median gap between
+completions) as the study grew: a sampler whose cost grows with the history shows it there. Hypervolume: of the feasible trials, in the box
 latency in [0, budget] ms x proxy in [0, the largest proxy any run found], as a fraction of that box.
 
-    python benchmarks/sampler_efficiency.py [--trials 10000] [--cap 150] [--cache runs.json]   -> benchmarks/results/sampler-efficiency.json
+    python benchmarks/sampler_efficiency.py [--trials 10000] [--cap 150] [--cache runs.json]
+        -> benchmarks/results/sampler-efficiency.json
 """
 from __future__ import annotations
 

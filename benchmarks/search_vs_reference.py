@@ -13,7 +13,8 @@ per timing, search and training):
    (feasible, highest proxy first) are chosen before anything is trained.
 4. ``train``: the picks and every reference whose measured latency fits the budget, trained with the proxy
    benchmark's fixed recipe (`benchmarks.proxy_quality.TRAINED_RECIPE`) from seeds 0 and 1.
-5. ``time``: the picks timed end to end here (with no training running: run this step alone).
+5. ``time``: the picks and the references timed end to end here in the same passes (with no training running:
+   run this step alone); the budgets and the report use these latest timings.
 
     python benchmarks/search_vs_reference.py --step latency|search|train|time|report
         -> benchmarks/results/search-vs-reference.json (per budget: every network's accuracy mean and spread,
@@ -77,15 +78,17 @@ def measured_ms(rows: list[dict]) -> dict[str, float]:
     return {r["digest"]: r["ms"] for r in rows if r["kind"] == "latency"}
 
 
-def time_specs(specs: dict[str, ArchSpec], rows: list[dict], role: str) -> None:
-    """Time the `specs` not timed yet, end to end, `LATENCY_PASSES` passes over the list (median)."""
-    todo = {name: spec for name, spec in specs.items() if spec.digest() not in measured_ms(rows)}
+def time_specs(specs: dict[str, ArchSpec], rows: list[dict], role: str | dict[str, str], again: bool = False) -> None:
+    """Time the `specs` not timed yet (`again`: all of them), end to end, `LATENCY_PASSES` passes over the list
+    (median); `role` per name or for all. The latest timing of a network is the one the report uses."""
+    todo = {name: spec for name, spec in specs.items() if again or spec.digest() not in measured_ms(rows)}
     if not todo:
         return
     table = open_table("cpu", db=TABLE, resolution=RESOLUTION, create=False)
     times = time_networks(list(todo.values()), table.settings, table.torch_device, LATENCY_PASSES)
     for (name, spec), ms in zip(todo.items(), times):
-        row = {"kind": "latency", "name": name, "role": role, "digest": spec.digest(), "ms": ms,
+        row = {"kind": "latency", "name": name, "role": role if isinstance(role, str) else role[name],
+               "digest": spec.digest(), "ms": ms,
                "passes": LATENCY_PASSES, "date": time.strftime("%Y-%m-%d %H:%M")}
         append_row(row)
         rows.append(row)
@@ -207,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{row['proxy_value']:.4g}, predicted {row['predicted_ms']:.3f} ms", flush=True)
     elif args.step == "train":
         train_all(rows)
-    elif args.step == "time":
+    elif args.step == "time":  # the picks and every reference again, in the same passes: one machine state
         picks = {f"pick{r['rank']}_{r['budget']}": ArchSpec.from_dict(r["spec"]) for r in rows if r["kind"] == "pick"}
-        time_specs(picks, rows, "search")
+        roles = {**{name: "reference" for name in CIFAR_REFERENCE_ARCHS}, **{name: "search" for name in picks}}
+        time_specs({**CIFAR_REFERENCE_ARCHS, **picks}, rows, roles, again=True)
     result = report(rows)
     write_json_atomic(OUT, result)
     for budget_name, entry in result["budgets"].items():

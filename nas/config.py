@@ -93,7 +93,8 @@ class SearchConfig:
         timeout_s: stop asking for new trials after this many seconds (running ones finish); None: no limit.
         workers: evaluations kept in flight (Ray tasks of one CPU each).
         ray_address: address of a running Ray cluster; None starts a local Ray just for this search.
-        sampler: one of `SAMPLERS`; ``auto``: `auto_sampler` of `trials`. objective: one of `OBJECTIVES`; None: ``pareto`` for nsga2, else ``best``.
+        sampler: one of `SAMPLERS`; ``auto``: `auto_sampler` of `trials`.
+        objective: one of `OBJECTIVES`; None: ``pareto`` for nsga2, else ``best``.
         proxy: accuracy proxy name (``nas.proxies.PROXIES``); None: the benchmark's pick for the data given.
         data: images for the data proxies (``nas.data.load_data``); None: data-free proxies only.
         batch, resolution, dtype, runtime: latency-table settings; None: the target's defaults (runtime: compiled

@@ -224,7 +224,8 @@ def _study_attrs(config: SearchConfig, table: LatencyTable, proxy_resolution: in
     return {"space": space.to_dict(), "target": config.target, "budget_ms": float(config.budget_ms),
             "objective": config.objective, "proxy": config.proxy, "sampler": config.sampler, "batch": settings.batch,
             "resolution": settings.resolution, "dtype": settings.dtype, "runtime": settings.runtime,
-            "proxy_resolution": proxy_resolution, "latency_table": table.db.url, "data": str(config.data) if config.data else None, "seed": config.seed,
+            "proxy_resolution": proxy_resolution, "latency_table": table.db.url,
+            "data": str(config.data) if config.data else None, "seed": config.seed,
             "command": "python " + shlex.join(sys.argv) if sys.argv and sys.argv[0] else None}
 
 

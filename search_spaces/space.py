@@ -18,8 +18,8 @@ from search_spaces.spec import (
     SpecError, StageSpec, StemSpec, StripMixer, WindowMixer,
 )
 
-__all__ = ["MIN_RESOLUTION", "MAX_RESOLUTION", "SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "SPACES", "SpaceError", "load_space", "sample_arch",
-           "sample_archs", "heads_for", "partial_dim_for"]
+__all__ = ["MIN_RESOLUTION", "MAX_RESOLUTION", "SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "SPACES", "SpaceError",
+           "load_space", "sample_arch", "sample_archs", "heads_for", "partial_dim_for"]
 
 
 # Input sizes the backbones are built for: below 16 px every stage map is 1x1 padding; above 2048 px one image's
