@@ -178,20 +178,26 @@ def ray_session(address: str | None, workers: int) -> Iterator[None]:
         ray.shutdown()
 
 
-def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
-    """`SearchError` unless something listens at the Ray address ``host:port`` (or ``ray://host:port``); Ray's own
-    ``init`` retries a dead address for minutes. ``auto`` (a cluster this machine started) is left to Ray."""
+def check_ray_address(address: str, wait_s: float = 10.0) -> None:
+    """`SearchError` unless something listens at the Ray address ``host:port`` (or ``ray://host:port``) within
+    `wait_s` (a head still starting gets that long); Ray's own ``init`` retries a dead address for minutes.
+    ``auto`` (a cluster this machine started) is left to Ray."""
     target = address.removeprefix("ray://")
     if target == "auto" or ":" not in target:
         return
     host, _, port = target.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            pass
-    except (OSError, ValueError) as error:
-        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-        raise SearchError(f"no Ray cluster answers at {address} ({reason}); start one there (ray start --head "
-                          f"--port {port}) or leave out --ray-address for a local Ray") from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=max(0.5, wait_s / 4)):
+                return
+        except (OSError, ValueError) as error:
+            if isinstance(error, OSError) and time.monotonic() < deadline:
+                time.sleep(0.25)
+                continue
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            raise SearchError(f"no Ray cluster answers at {address} ({reason}); start one there (ray start --head "
+                              f"--port {port}) or leave out --ray-address for a local Ray") from None
 
 
 # ------------------------------------------------------------------------------------------------- helpers
