@@ -320,8 +320,15 @@ class _Driver:
                 self.done.setdefault(row.spec.digest(), (number, Outcome(ok=False, error=row.reason)))
 
     def take_foreign(self) -> None:
-        """Fold in the trials other drivers stored since the last flush (and count them towards ``--trials``)."""
+        """Fold in the trials other drivers stored since the last flush (and count them towards ``--trials``).
+
+        Once another driver is seen, trials are written as they finish wherever a trial costs more than its commit
+        (Ray evaluations; lookups near the end of the budget): the drivers then see each other's trials at once,
+        so they split ``--trials`` (overshooting by at most the trials in flight, as Optuna's own distributed
+        pattern does) and evaluate an architecture twice only when both had it in flight together."""
         foreign = [record_of(trial, self.config.budget_ms) for trial in self.mirror.take_foreign()]
+        if foreign and (not self.lookup or self.remaining() <= self.mirror.flush_every):
+            self.mirror.flush_every = 1
         self.counted += sum(_counts_towards_trials(row) for row in foreign)
         self.absorb(foreign)
 
@@ -585,8 +592,9 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study, resumed = open_study(config, _study_attrs(config, table, proxy_resolution, space))
     rows = records(study)
-    mirror = StudyMirror(study, make_sampler(config.sampler, config.seed, config.objective, config.trials),
-                         make_pruner(config.pruner))
+    # seeded past the stored trials: a resumed run proposes new architectures, not the first run's again
+    mirror = StudyMirror(study, make_sampler(config.sampler, config.seed + len(rows), config.objective,
+                                             config.trials), make_pruner(config.pruner))
     requeued = mirror.requeue(rows)
     if requeued:
         _log.warning("queued again %d architecture(s) an earlier run was interrupted on", requeued)

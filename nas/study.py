@@ -151,25 +151,37 @@ def open_study(config: SearchConfig, study_attrs: dict[str, Any]) -> tuple[optun
     storage = _storage(config.storage)
     directions = ["maximize", "minimize"] if config.objective == "pareto" else ["maximize"]
     sampler = optuna.samplers.RandomSampler()  # never asked: `StudyMirror` samples on its in-memory copy
-    resumed = config.study in optuna.get_all_study_names(storage)
-    if resumed:
-        study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler)
-        stored = study.user_attrs
-        for key in STUDY_KEYS:
-            if key in stored and stored[key] != study_attrs.get(key):
-                raise StudyError(f"study {config.study!r} was made with {key}={stored[key]!r}, not "
-                                 f"{study_attrs.get(key)!r}; use the same settings or another --study")
-        if [d.name.lower() for d in study.directions] != directions:
-            raise StudyError(f"study {config.study!r} has objectives {len(study.directions)}, this search "
-                             f"{len(directions)}; use the same --sampler/--objective or another --study")
-        return study, True
-    study = optuna.create_study(study_name=config.study, storage=storage, sampler=sampler, directions=directions)
+    if config.study in optuna.get_all_study_names(storage):
+        return _resume(config, storage, sampler, study_attrs, directions), True
+    try:
+        study = optuna.create_study(study_name=config.study, storage=storage, sampler=sampler, directions=directions)
+    except optuna.exceptions.DuplicatedStudyError:  # another search created it a moment ago: join it
+        return _resume(config, storage, sampler, study_attrs, directions, wait_for_attrs_s=10.0), True
     for key, value in study_attrs.items():
         study.set_user_attr(key, value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         study.set_metric_names(metric_names(config))
     return study, False
+
+
+def _resume(config: SearchConfig, storage, sampler, study_attrs: dict[str, Any], directions: list[str],
+            wait_for_attrs_s: float = 0.0) -> optuna.Study:
+    """Load the stored study of `config`, refusing one made with other settings. A study that another search has
+    just created may not carry its settings yet: wait up to `wait_for_attrs_s` for them."""
+    study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler)
+    waited_until = time.monotonic() + wait_for_attrs_s
+    while not set(STUDY_KEYS) <= set(study.user_attrs) and time.monotonic() < waited_until:
+        time.sleep(0.05)
+    stored = study.user_attrs
+    for key in STUDY_KEYS:
+        if key in stored and stored[key] != study_attrs.get(key):
+            raise StudyError(f"study {config.study!r} was made with {key}={stored[key]!r}, not "
+                             f"{study_attrs.get(key)!r}; use the same settings or another --study")
+    if [d.name.lower() for d in study.directions] != directions:
+        raise StudyError(f"study {config.study!r} has objectives {len(study.directions)}, this search "
+                         f"{len(directions)}; use the same --sampler/--objective or another --study")
+    return study
 
 
 def load_study(name: str, storage_url: str) -> optuna.Study:

@@ -71,6 +71,18 @@ def test_open_study_creates_then_resumes_and_refuses_other_settings(tmp_path):
     assert study.metric_names == ["proxy_synflow", "latency_ms"]
 
 
+def test_a_study_another_search_creates_first_is_joined_not_a_traceback(tmp_path, monkeypatch):
+    """Two searches start the same new study: the one whose create loses the race resumes it, and still refuses
+    one made with other settings."""
+    config = _config(tmp_path)
+    open_study(config, dict(STUDY_ATTRS))  # the other search, a moment earlier
+    monkeypatch.setattr(optuna, "get_all_study_names", lambda storage: [])  # this one looked before it existed
+    study, resumed = open_study(config, dict(STUDY_ATTRS))
+    assert resumed and study.user_attrs["budget_ms"] == 5.0
+    with pytest.raises(StudyError, match="budget_ms=5.0"):
+        open_study(config, {**STUDY_ATTRS, "budget_ms": 7.0})
+
+
 def test_load_study_lists_the_stored_names(stored_study):
     study, storage = stored_study
     assert load_study("unit-study", storage).study_name == "unit-study"
