@@ -228,9 +228,18 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 
 def cmd_latency(args: argparse.Namespace) -> None:
+    from nas.config import ConfigError
+    from nas.search import check_table
     spec = _read_spec(args.spec)
-    prediction = _open_table(args).predict(spec)
+    table = _open_table(args)
+    try:
+        fit = check_table(table, args.remeasure, args.accept_stale_table)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    prediction = table.predict(spec)
     print(f"{prediction.latency_ms:.3f} ms on {prediction.target} — {prediction.source}")
+    if fit is not None:
+        print(f"  table check: {fit.summary}")
     for stage in prediction.stages:
         print(f"  {stage.name:<8} {stage.latency_ms:9.3f} ms  ({stage.measured_blocks} measured, "
               f"{stage.estimated_blocks} estimated blocks)")
@@ -256,7 +265,8 @@ def _search_config(args: argparse.Namespace):
                         resolution=args.resolution, dtype=args.dtype, runtime=args.runtime,
                         proxy_resolution=args.proxy_resolution, latency_db=args.latency_db, study=args.study,
                         storage=args.storage, out=args.out, space=args.space, seed=args.seed, top_k=args.top,
-                        export=not args.no_export, train_steps=args.train_steps, pruner=args.pruner)
+                        export=not args.no_export, train_steps=args.train_steps, pruner=args.pruner,
+                        remeasure=args.remeasure, accept_stale_table=args.accept_stale_table)
 
 
 def _print_summary(summary) -> None:
@@ -429,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency = commands.add_parser("latency", help="predicted latency of an ArchSpec file with its breakdown")
     latency.add_argument("spec", help="path of an ArchSpec JSON file")
     _table_flags(latency)
+    _stale_table_flags(latency)
     latency.set_defaults(run=cmd_latency)
     check = commands.add_parser("check", help="validate an ArchSpec JSON file and print its params and GFLOPs")
     check.add_argument("spec", help="path of an ArchSpec JSON file (as written by ArchSpec.to_json)")
@@ -445,6 +456,7 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     from nas.config import AUTO_TPE_MAX_TRIALS, OBJECTIVES, PRUNERS, SAMPLERS
     from nas.proxies import PROXIES
     _table_flags(parser)
+    _stale_table_flags(parser)
     parser.add_argument("--budget", type=_budget, required=True, help="latency budget per batch on the target: "
                         "5ms, 5.5ms or 800us")
     parser.add_argument("--trials", type=_positive_int, default=100, help="total trials of the study (a resumed "
@@ -484,6 +496,15 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-export", action="store_true", help="don't export at the end (launch.py export can, "
                         "later)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _stale_table_flags(parser: argparse.ArgumentParser) -> None:
+    stale = parser.add_mutually_exclusive_group()
+    stale.add_argument("--remeasure", action="store_true", help="cpu target: if the table does not fit this "
+                       "machine now (a few stored entries timed again are >25%% off), time all of it again here "
+                       "first (it says how long)")
+    stale.add_argument("--accept-stale-table", action="store_true", help="cpu target: use a table that does not "
+                       "fit this machine anyway, labelled stale in the summary and model cards")
 
 
 def _space_flag(parser: argparse.ArgumentParser) -> None:

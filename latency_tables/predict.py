@@ -317,9 +317,22 @@ class LatencyTable:
         measurement then spreads that over every network's blocks, instead of making the blocks listed last (one
         network's, one stage's) all slower or faster. Each entry is committed after its last pass, so an
         interrupted run keeps what it finished."""
+        return self._measure(self.missing(blocks), progress)
+
+    def remeasure(self, progress: bool = True) -> int:
+        """Time every stored entry again on this machine (as `measure_missing` times new ones), replacing it, and
+        refit the additivity correction on its own networks where one is stored; returns the entries timed."""
+        items = sorted(self.entries())
+        timed = self._measure([_block_from_key(key, shape) for key, shape in items], progress)
+        networks = [spec for spec, _ in self.correction_networks()]
+        if networks:
+            self.fit_correction(networks, progress)
+        return timed
+
+    def _measure(self, todo: list[Block], progress: bool) -> int:
         device_string = current_device_string(self.target)  # raises if this machine is not the target
         self.db.claim_device(self.target.name, device_string)
-        todo, passes = self.missing(blocks), self.settings.passes
+        todo, passes = list(todo), self.settings.passes
         random.Random(0).shuffle(todo)
         with tqdm(total=len(todo) * passes, desc=f"measuring {self.target.name} blocks", unit="timing",
                   disable=not progress) as bar:

@@ -113,6 +113,9 @@ class SearchConfig:
         train_steps: steps of the ``short_train`` proxy.
         pruner: one of ``nas.pruning.PRUNERS``: stops ``short_train`` evaluations whose intermediate accuracy
             falls behind earlier trials' (single objective only).
+        remeasure: a CPU table that does not fit this machine now (``latency_tables.freshness``) is timed again
+            here before the search, instead of stopping it.
+        accept_stale_table: search on such a table anyway, labelled stale in the summary and the model cards.
     """
     target: str
     budget_ms: float
@@ -139,6 +142,8 @@ class SearchConfig:
     export: bool = True
     train_steps: int = 300
     pruner: str = "median"
+    remeasure: bool = False
+    accept_stale_table: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms) and self.budget_ms > 0):

@@ -105,6 +105,12 @@ def _measured_here(spec: ArchSpec, attrs: dict) -> str | None:
             f"{load:.1f} on {os.cpu_count()} CPUs then: other processes inflate CPU timings)")
 
 
+def _table_fit_line(attrs: dict) -> str:
+    """The card's line on whether the (CPU) table fitted the search's machine, where it was checked."""
+    fit = attrs.get("latency_table_fit")
+    return "" if fit is None else f"\n- Table check before the search: {fit['summary']}"
+
+
 def _model_card(name: str, row: TrialRecord, role: str, attrs: dict, params: int, flops: int,
                 measured: str | None) -> str:
     resolution = attrs.get("resolution", 224)
@@ -131,7 +137,7 @@ model = timm.create_model("{name}", num_classes=1000)
 {attrs.get('runtime', 'eager')} runtime)
 - Budget: {attrs['budget_ms']:g} ms
 - Predicted: **{row.latency_ms:.3f} ms** — {row.latency_source}
-- Latency table: `{attrs.get('latency_table')}`
+- Latency table: `{attrs.get('latency_table')}`{_table_fit_line(attrs)}
 - Measured: {measured or 'not measured (this machine is not the target)'}
 - As deployed: BatchNorm folded into the convolutions before it (RepViT and SHViT Conv-BN, RepViT's mixer into one
   depthwise 3x3): the latency assumes `search_spaces.fold_batchnorm(model)` after training; without it the

@@ -36,9 +36,11 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from latency_tables import EstimationError, LatencyDBError, LatencyTable, Prediction, UnknownTargetError, open_table
+from latency_tables import (EstimationError, LatencyDBError, LatencyTable, Prediction, TargetUnavailableError,
+                            UnknownTargetError, open_table)
 from latency_tables.block_costs import architecture_totals
 from latency_tables.files import ensure_folder, write_json_atomic
+from latency_tables.freshness import TableFit, about, check_fit, remeasure_seconds
 from nas.config import ConfigError, SearchConfig
 from nas.data import load_data
 from nas.evaluate import EvalRequest, Outcome, ProxyData, evaluate
@@ -201,6 +203,40 @@ def check_ray_address(address: str, wait_s: float = 10.0) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+def check_table(table: LatencyTable, remeasure: bool, accept_stale: bool, progress: bool = True,
+                announce: Callable[[str], None] | None = None) -> TableFit | None:
+    """Check that a CPU table fits this machine now (`latency_tables.freshness.check_fit`); None where there is
+    nothing to check. A table that does not fit is timed again here with `remeasure`, kept and labelled stale
+    with `accept_stale`, and otherwise refused: `ConfigError` naming both ways on."""
+    say = announce or (lambda line: None)
+    try:
+        if table.target.kind == "cpu" and table.entries():
+            say(f"checking that the {table.target.name} table fits this machine (a few seconds)")
+        fit = check_fit(table)
+    except TargetUnavailableError as error:
+        raise ConfigError(str(error)) from None
+    if fit is None or fit.fits:
+        if fit is not None:
+            say(fit.summary)
+        return fit
+    if remeasure:
+        say(f"{fit.summary}; --remeasure: timing its {len(table.entries())} entries and "
+            f"{len(table.correction_networks())} correction networks again here, {about(remeasure_seconds(table))}")
+        try:
+            table.remeasure(progress)
+        except LatencyDBError as error:
+            raise ConfigError(str(error)) from None
+        return TableFit(True, f"{fit.summary}; re-measured on this machine (--remeasure)", fit.entries, fit.networks)
+    if accept_stale:
+        stale = TableFit(False, f"STALE: {fit.summary}; used anyway (--accept-stale-table)", fit.entries,
+                         fit.networks)
+        say(stale.summary)
+        return stale
+    raise ConfigError(f"{fit.summary}: its latencies would be off by that much. Rerun with --remeasure to time it "
+                      f"again here ({about(remeasure_seconds(table))}), --accept-stale-table to search on "
+                      f"it anyway, or --latency-db a table measured here (launch.py measure)")
+
+
 def _check_proxy(config: SearchConfig) -> None:
     proxy = PROXIES.get(config.proxy)
     if proxy is None:
@@ -520,6 +556,9 @@ def summarise(study: optuna.Study, config: SearchConfig, status: str, seconds: f
         fastest = min((r.latency_ms for r in rows if r.latency_ms is not None), default=None)
         notes.append("no architecture within the budget" + (f"; the fastest seen takes {fastest:.3f} ms" if fastest
                                                               is not None else ""))
+    table_fit = study.user_attrs.get("latency_table_fit")
+    if table_fit is not None and not table_fit["fits"]:
+        notes.append(table_fit["summary"])
     if study.user_attrs.get("data") is None:
         notes.append(f"no --data: scored with the data-free proxy {config.proxy!r}")
     return SearchSummary(study=config.study, storage=config.storage, target=config.target,
@@ -582,6 +621,7 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     prepared = prepare(config)
     config, table, data, proxy_resolution, space = (prepared.config, prepared.table, prepared.data,
                                                     prepared.proxy_resolution, prepared.space)
+    table_fit = check_table(table, config.remeasure, config.accept_stale_table, progress, announce)
     uses_ray = PROXIES[config.proxy].kind != "lookup"  # lookup proxies never leave this process
     if uses_ray and config.ray_address:
         check_ray_address(config.ray_address)  # before anything is created
@@ -590,7 +630,12 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     except OSError as error:
         raise SearchError(f"cannot write the output folder --out {config.out}: {error.strerror or error}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study, resumed = open_study(config, _study_attrs(config, table, proxy_resolution, space))
+    study_attrs = _study_attrs(config, table, proxy_resolution, space)
+    if table_fit is not None:
+        study_attrs["latency_table_fit"] = table_fit.to_dict()  # for the model cards; rewritten on each run
+    study, resumed = open_study(config, study_attrs)
+    if resumed and table_fit is not None:
+        study.set_user_attr("latency_table_fit", table_fit.to_dict())
     rows = records(study)
     # seeded past the stored trials: a resumed run proposes new architectures, not the first run's again
     mirror = StudyMirror(study, make_sampler(config.sampler, config.seed + len(rows), config.objective,

@@ -547,3 +547,31 @@ def check_split(stored: list[optuna.trial.FrozenTrial], trials: int = 300) -> No
 
 def test_two_drivers_on_one_sqlite_study_split_its_trials(tmp_path):
     check_split(two_drivers_on_one_study(tmp_path, f"sqlite:///{tmp_path / 'shared.db'}"))
+
+
+def test_a_cpu_search_on_a_table_that_does_not_fit_this_machine_stops_or_goes_on_labelled(tmp_path, monkeypatch):
+    """On a machine 1.9x slower than its table: exit 2 with one line and nothing written; --accept-stale-table
+    searches and labels the summary and model cards; --remeasure times the table again first."""
+    import launch
+    from tests.latency_tables.test_freshness import RESOLUTION, SPECS, machine_at, stored_table
+
+    table = stored_table(tmp_path)
+    machine_at(monkeypatch, table, 1.9)
+    predict_ms = table.predict(SPECS[0]).latency_ms
+    out = tmp_path / "run"
+    argv = ["--target", "cpu", "--budget", "1000ms", "--resolution", str(RESOLUTION), "--latency-db",
+            str(tmp_path / "cpu.sqlite"), "--proxy", "params", "--trials", "3", "--space", "cifar",
+            "--out", str(out), "--quiet", "--top", "0"]
+    assert launch.main(argv) == 2
+    assert not out.exists()
+    stale = launch.main([*argv, "--accept-stale-table"])
+    assert stale == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert any(note.startswith("STALE: the cpu table does not fit") for note in summary["notes"])
+    card = next(out.glob("exports/*/*/MODEL_CARD.md")).read_text()
+    assert "Table check before the search: STALE" in card and "1.90x" in card
+    assert launch.main([*argv, "--remeasure", "--trials", "4"]) == 0
+    assert json.loads((out / "summary.json").read_text())["notes"] == [
+        "no --data: scored with the data-free proxy 'params'"]
+    assert table.__class__(table.target, table.db, table.settings).predict(SPECS[0]).latency_ms == \
+        pytest.approx(1.9 * predict_ms, rel=1e-6)
