@@ -81,8 +81,11 @@ def _open_table(args: argparse.Namespace):
     from latency_tables.storage import LatencyDBError
     from latency_tables.targets import UnknownTargetError
     try:
-        return open_table(args.target, db=args.latency_db, batch=args.batch, resolution=args.resolution,
-                          dtype=args.dtype, create=args.command == "measure", runtime=args.runtime)
+        table = open_table(args.target, db=args.latency_db, batch=args.batch, resolution=args.resolution,
+                           dtype=args.dtype, create=args.command == "measure", runtime=args.runtime)
+        if args.command != "measure":
+            table.require_estimable()
+        return table
     except (UnknownTargetError, LatencyDBError, EstimationError, ValueError) as error:
         raise UsageError(str(error)) from None
 

@@ -321,7 +321,10 @@ class LatencyTable:
 
     def remeasure(self, progress: bool = True) -> int:
         """Time every stored entry again on this machine (as `measure_missing` times new ones), replacing it, and
-        refit the additivity correction on its own networks where one is stored; returns the entries timed."""
+        refit the additivity correction on its own networks where one is stored; returns the entries timed. A
+        read-only table is reopened for writing (`LatencyDBError` where its file cannot be written)."""
+        if self.db.read_only:
+            self.db = LatencyDB(self.db.writable_url)
         items = sorted(self.entries())
         timed = self._measure([_block_from_key(key, shape) for key, shape in items], progress)
         networks = [spec for spec, _ in self.correction_networks()]
@@ -355,6 +358,20 @@ class LatencyTable:
                                   repeats=timing.repeats, threads=threads, settings=self.settings.to_dict())
         self.db.put(self._entry_key(block, device_string), measurement)
         self.entries()[(block.key, block.in_shape)] = measurement
+
+    def require_estimable(self) -> None:
+        """`EstimationError`, one line naming the command that fixes it, where this table can neither look a block
+        up nor estimate it: a CPU target (no public specs) with fewer than 3 entries at these settings."""
+        if self.target.is_gpu or len(self.entries()) >= 3:
+            return
+        s = self.settings
+        flags = "".join(f" --{name} {value}" for name, value, default in (
+            ("dtype", s.dtype, self.target.default_dtype), ("batch", s.batch, self.target.default_batch),
+            ("runtime", s.runtime, "eager")) if value != default)
+        where = "" if self.db.url == str(default_db_path(self.target.name)) else f" --latency-db {self.db.url}"
+        raise EstimationError(f"the {self.target.name} table has {len(self.entries())} entries at {s.dtype}, batch "
+                              f"{s.batch}, {s.runtime}, and a CPU has no public specs to estimate from: measure them "
+                              f"first (python launch.py measure --target {self.target.name}{flags}{where} --archs 20)")
 
     # ------------------------------------------------------------------------------------------- estimation
     def estimator(self) -> Estimator:
@@ -431,16 +448,19 @@ def open_table(target: str | Target, db: str | Path | None = None, batch: int | 
                runtime: str | None = None) -> LatencyTable:
     """The (cached) `LatencyTable` of `target` in `db` (default: the table shipped in latency_tables/data).
 
-    With ``create=False`` a missing default table is not created on disk: lookups then see an empty table.
+    With ``create=False`` the table is opened read-only (`LatencyDB`): nothing is written, a missing default table
+    reads as empty and a missing `db` is a `LatencyDBError`.
     """
     target = get_target(target) if isinstance(target, str) else target
     settings = default_settings(target, batch, resolution, dtype, runtime)
     url = str(db) if db is not None else str(default_db_path(target.name))
     if db is None and not create and not default_db_path(target.name).exists():
         url = "sqlite://"  # in memory: nothing measured for this target, and nothing written for a lookup
-    cache_key = (target.name, url, settings.batch, settings.resolution, settings.dtype, settings.stored_implementation)
+    cache_key = (target.name, url, settings.batch, settings.resolution, settings.dtype, settings.stored_implementation,
+                 create)
     if cache_key not in _tables:
-        _tables[cache_key] = LatencyTable(target, LatencyDB(url), settings)
+        _tables[cache_key] = LatencyTable(target, LatencyDB(url, read_only=not create and url != "sqlite://"),
+                                          settings)
     return _tables[cache_key]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -250,6 +251,8 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 # --------------------------------------------------------------------------------------------------------- URLs
 def _to_url(url_or_path: str | Path) -> URL:
     """A SQLAlchemy URL from a URL string or a plain filesystem path (turned into ``sqlite:///<absolute path>``)."""
+    if isinstance(url_or_path, URL):
+        return url_or_path
     if isinstance(url_or_path, str) and "://" in url_or_path:
         try:
             return make_url(url_or_path)
@@ -289,7 +292,7 @@ def _check_existing_sqlite_file(path: Path, shown: str) -> None:
             f"latency database {shown}: {path} is not an SQLite database (its first bytes are {header[:16]!r}); "
             f"it was left untouched. Move it away or pass another --latency-db.")
     try:
-        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        connection = sqlite3.connect(f"{path.as_uri()}?{_read_only_mode(path)}", uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
@@ -306,6 +309,18 @@ def _check_existing_sqlite_file(path: Path, shown: str) -> None:
     if {"studies", "trials"} <= tables and LatencyEntryRow.__tablename__ not in tables:
         raise LatencyDBError(f"{path} is an Optuna study storage, not a latency table; pass another --latency-db "
                              f"(it was left untouched)")
+
+
+def _read_only_mode(path: Path) -> str:
+    """The SQLite URI parameters that read `path` without writing anything: ``mode=ro``; for a WAL-mode file (file
+    format byte 2) in a folder this process cannot write (a read-only install), also ``immutable=1``, since a WAL
+    reader must otherwise create the -shm file (its last writer checkpointed: no -wal file is left to read)."""
+    with path.open("rb") as handle:
+        handle.seek(18)
+        wal = handle.read(1) == b"\x02"
+    if wal and not os.access(path.parent, os.W_OK) and not path.with_name(path.name + "-wal").exists():
+        return "mode=ro&immutable=1"
+    return "mode=ro"
 
 
 def _enable_wal(cursor: sqlite3.Cursor) -> None:
@@ -329,7 +344,7 @@ def _enable_wal(cursor: sqlite3.Cursor) -> None:
             delay_s = min(2 * delay_s, 0.1)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, wal: bool = True) -> None:
     """WAL, busy timeout and NORMAL sync on every connection; SQLAlchemy (not pysqlite) emits BEGIN.
 
     pysqlite's own transaction handling begins transactions lazily, so a read-then-write transaction can fail with
@@ -344,8 +359,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            _enable_wal(cursor)
-            cursor.execute("PRAGMA synchronous = NORMAL")
+            if wal:  # read-only connections leave the journal mode as the writer set it
+                _enable_wal(cursor)
+                cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()
 
@@ -375,30 +391,45 @@ class LatencyDB:
     Use as a context manager, or call `close`.
     """
 
-    def __init__(self, url: str | Path) -> None:
+    def __init__(self, url: str | Path, read_only: bool = False) -> None:
+        """Open (with `read_only`: only read, never create) the table database at `url`. Read-only, a sqlite file
+        must exist, and it is opened as SQLite's ``mode=ro``: nothing is written next to it (no -wal/-shm files),
+        so a table inside a read-only install reads as well as any."""
         self._url = _to_url(url)
         self._shown = self._url.render_as_string(hide_password=True)
         self._closed = True
+        self.read_only = read_only
         sqlite_path = _sqlite_file(self._url)
+        engine_kwargs: dict[str, Any] = {}
         if sqlite_path is not None:
             _check_existing_sqlite_file(sqlite_path, self._shown)
-            if not sqlite_path.parent.exists():
-                logger.info("creating directory %s for latency database", sqlite_path.parent)
-                sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            if read_only and not sqlite_path.is_file():
+                raise LatencyDBError(f"no latency table at {sqlite_path}: measure one there first (launch.py measure "
+                                     f"--latency-db {sqlite_path}) or leave out --latency-db")
+            if not sqlite_path.parent.is_dir():
+                raise LatencyDBError(f"latency database {self._shown}: the folder {sqlite_path.parent} does not exist; "
+                                     f"create it first (nothing was written)")
+            if read_only:
+                uri = f"{sqlite_path.resolve().as_uri()}?{_read_only_mode(sqlite_path)}"
+                engine_kwargs["creator"] = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False,
+                                                                   timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
-            self._engine = create_engine(self._url)
+            self._engine = create_engine(self._url, **engine_kwargs)
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise LatencyDBError(f"latency database {self._shown}: cannot create an engine: {exc}") from None
         # INSERT ... ON CONFLICT DO UPDATE where the dialect has it; otherwise select-then-update-or-insert.
         self._native_upsert = self._engine.dialect.name in ("sqlite", "postgresql")
         if self._engine.dialect.name == "sqlite":
-            _configure_sqlite(self._engine)
+            _configure_sqlite(self._engine, wal=not read_only)
             self._write_engine = self._engine.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         else:
             self._write_engine = self._engine
         self._closed = False
         try:
-            self._create_schema()
+            if read_only:
+                self._check_schema()
+            else:
+                self._create_schema()
         except BaseException:
             self.close()
             raise
@@ -408,6 +439,11 @@ class LatencyDB:
     def url(self) -> str:
         """The database URL, password hidden."""
         return self._shown
+
+    @property
+    def writable_url(self) -> URL:
+        """The database URL with its password, to open it again for writing."""
+        return self._url
 
     @contextmanager
     def _session(self, *, write: bool = False) -> Iterator[Session]:
@@ -438,6 +474,19 @@ class LatencyDB:
             session.rollback()
         except SQLAlchemyError:  # the connection is already broken; the original error is the one to report
             logger.debug("rollback failed", exc_info=True)
+
+    def _check_schema(self) -> None:
+        """Read-only open: the schema version must be this code's (a file without the tables is refused)."""
+        try:
+            with self._session() as session:
+                stored = session.get(TableInfoRow, _SCHEMA_VERSION_KEY)
+        except LatencyDBError:
+            raise LatencyDBError(f"latency database {self._shown} holds no latency table; measure one there first "
+                                 f"(launch.py measure) or pass another --latency-db") from None
+        if stored is None or stored.value != str(SCHEMA_VERSION):
+            raise LatencyDBError(
+                f"latency database {self._shown} has schema version {stored and stored.value}, this code reads "
+                f"version {SCHEMA_VERSION}; re-measure into a new file (pass another --latency-db).")
 
     def _create_schema(self) -> None:
         # One write transaction (BEGIN IMMEDIATE on SQLite): two processes opening a new file at once do not race

@@ -248,8 +248,10 @@ def _check_proxy(config: SearchConfig) -> None:
 
 def _open_latency_table(config: SearchConfig) -> LatencyTable:
     try:
-        return open_table(config.target, db=config.latency_db, batch=config.batch, resolution=config.resolution,
-                          dtype=config.dtype, create=False, runtime=config.runtime)
+        table = open_table(config.target, db=config.latency_db, batch=config.batch, resolution=config.resolution,
+                           dtype=config.dtype, create=False, runtime=config.runtime)
+        table.require_estimable()
+        return table
     except (UnknownTargetError, LatencyDBError, EstimationError, ValueError) as error:
         raise ConfigError(str(error)) from None
 

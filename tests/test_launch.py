@@ -69,11 +69,13 @@ def test_unreadable_spec_files_are_one_line(tmp_path, capsys, content: bytes, me
 def test_latency_of_a_spec_on_an_unmeasured_gpu_is_labelled_estimated(tmp_path, capsys) -> None:
     path = tmp_path / "arch.json"
     path.write_text(TINY_ARCHS["tiny_conv"].to_json())
-    assert launch.main(["latency", str(path), "--target", "a100", "--latency-db", str(tmp_path / "a100.sqlite"),
-                        "--resolution", "64"]) == 0
+    assert launch.main(["latency", str(path), "--target", "a100", "--resolution", "64"]) == 0  # no a100 table ships
     out = capsys.readouterr().out
     assert " ms on a100 — estimated: compiled runtime, calibrated on public timm benchmarks" in out
     assert "stage2" in out
+    assert launch.main(["latency", str(path), "--target", "a100", "--latency-db", str(tmp_path / "a100.sqlite"),
+                        "--resolution", "64"]) == 2  # a table named that does not exist: a typo, not an empty table
+    assert "no latency table at " in capsys.readouterr().err and not (tmp_path / "a100.sqlite").exists()
 
 
 def test_measure_then_latency_on_cpu(tmp_path, capsys) -> None:
@@ -319,8 +321,7 @@ def test_calibrate_fits_a_target_on_its_own_csv_and_its_estimates_say_so(tmp_pat
                                                                                       rel=0.03)
     spec = tmp_path / "arch.json"
     spec.write_text(TINY_ARCHS["tiny_conv"].to_json())
-    assert launch.main(["latency", str(spec), "--target", "l4", "--latency-db", str(tmp_path / "l4.sqlite"),
-                        "--runtime", "eager", "--resolution", "64"]) == 0
+    assert launch.main(["latency", str(spec), "--target", "l4", "--runtime", "eager", "--resolution", "64"]) == 0
     assert "calibrated on l4.csv (24 timm models measured on l4, eager)" in capsys.readouterr().out
 
 

@@ -232,13 +232,35 @@ def test_corrupt_file_raises_and_is_left_untouched(tmp_path: Path, content: byte
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no -wal / -shm / -journal created
 
 
-def test_empty_file_and_missing_directory_are_new_tables(tmp_path: Path) -> None:
+def test_an_empty_file_is_a_new_table_and_a_missing_folder_is_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty.sqlite"
     empty.touch()
     with LatencyDB(empty) as db:
         db.put(*entry("a", 0))
-    with LatencyDB(tmp_path / "new" / "dir" / "t.sqlite") as db:
-        assert db.count() == 0
+    with pytest.raises(LatencyDBError, match=r"the folder .*new/dir does not exist; create it first"):
+        LatencyDB(tmp_path / "new" / "dir" / "t.sqlite")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_a_read_only_open_reads_and_writes_nothing(tmp_path: Path, monkeypatch, journal: str) -> None:
+    """The shipped table inside a read-only install: read through SQLite's mode=ro, no -wal/-shm beside it (a
+    WAL-mode file in a folder this process cannot write is read as immutable)."""
+    path = tmp_path / "t.sqlite"
+    with LatencyDB(path) as db:
+        db.put(*entry("a", 0))
+    connection = sqlite3.connect(path)
+    connection.execute(f"PRAGMA journal_mode = {journal}")
+    connection.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(storage.os, "access", lambda path, mode: False)  # as root, chmod cannot show it
+    with LatencyDB(path, read_only=True) as reader:
+        assert [key for key, _ in reader.entries()] == [entry("a", 0)[0]]
+        with pytest.raises(LatencyDBError, match="readonly database"):
+            reader.put(*entry("b", 1))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    with pytest.raises(LatencyDBError, match="no latency table at .*missing.sqlite: measure one there first"):
+        LatencyDB(tmp_path / "missing.sqlite", read_only=True)
 
 
 def test_other_schema_version_raises(tmp_path: Path) -> None:
