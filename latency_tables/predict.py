@@ -324,7 +324,8 @@ class LatencyTable:
         refit the additivity correction on its own networks where one is stored; returns the entries timed. A
         read-only table is reopened for writing (`LatencyDBError` where its file cannot be written)."""
         if self.db.read_only:
-            self.db = LatencyDB(self.db.writable_url)
+            read_only_db, self.db = self.db, LatencyDB(self.db.writable_url)
+            read_only_db.close()
         items = sorted(self.entries())
         timed = self._measure([_block_from_key(key, shape) for key, shape in items], progress)
         networks = [spec for spec, _ in self.correction_networks()]
@@ -368,7 +369,9 @@ class LatencyTable:
         flags = "".join(f" --{name} {value}" for name, value, default in (
             ("dtype", s.dtype, self.target.default_dtype), ("batch", s.batch, self.target.default_batch),
             ("runtime", s.runtime, "eager")) if value != default)
-        where = "" if self.db.url == str(default_db_path(self.target.name)) else f" --latency-db {self.db.url}"
+        path = self.db.sqlite_path
+        shipped = path is not None and path.resolve() == default_db_path(self.target.name).resolve()
+        where = "" if shipped else f" --latency-db {path or self.db.url}"
         raise EstimationError(f"the {self.target.name} table has {len(self.entries())} entries at {s.dtype}, batch "
                               f"{s.batch}, {s.runtime}, and a CPU has no public specs to estimate from: measure them "
                               f"first (python launch.py measure --target {self.target.name}{flags}{where} --archs 20)")

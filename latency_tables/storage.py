@@ -292,7 +292,8 @@ def _check_existing_sqlite_file(path: Path, shown: str) -> None:
             f"latency database {shown}: {path} is not an SQLite database (its first bytes are {header[:16]!r}); "
             f"it was left untouched. Move it away or pass another --latency-db.")
     try:
-        connection = sqlite3.connect(f"{path.as_uri()}?{_read_only_mode(path)}", uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        connection = sqlite3.connect(f"{path.as_uri()}?{_read_only_mode(path)}", uri=True,
+                                     timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
@@ -439,6 +440,11 @@ class LatencyDB:
     def url(self) -> str:
         """The database URL, password hidden."""
         return self._shown
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file where this is a file-backed SQLite database, else None."""
+        return _sqlite_file(self._url)
 
     @property
     def writable_url(self) -> URL:

@@ -632,11 +632,8 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     except OSError as error:
         raise SearchError(f"cannot write the output folder --out {config.out}: {error.strerror or error}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study_attrs = _study_attrs(config, table, proxy_resolution, space)
-    if table_fit is not None:
-        study_attrs["latency_table_fit"] = table_fit.to_dict()  # for the model cards; rewritten on each run
-    study, resumed = open_study(config, study_attrs)
-    if resumed and table_fit is not None:
+    study, resumed = open_study(config, _study_attrs(config, table, proxy_resolution, space))
+    if table_fit is not None:  # for the model cards; rewritten on each run
         study.set_user_attr("latency_table_fit", table_fit.to_dict())
     rows = records(study)
     # seeded past the stored trials: a resumed run proposes new architectures, not the first run's again

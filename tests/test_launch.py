@@ -66,6 +66,15 @@ def test_unreadable_spec_files_are_one_line(tmp_path, capsys, content: bytes, me
     assert err.count("\n") == 1 and message in err
 
 
+@pytest.mark.parametrize("flags", [["--dtype", "fp16"], ["--batch", "8"]])
+def test_latency_on_cpu_at_settings_the_table_has_not_measured_is_one_line(tmp_path, capsys, flags) -> None:
+    path = tmp_path / "arch.json"
+    path.write_text(TINY_ARCHS["tiny_conv"].to_json())
+    assert launch.main(["latency", str(path), "--target", "cpu", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"python launch.py measure --target cpu {' '.join(flags)} --archs 20" in err
+
+
 def test_latency_of_a_spec_on_an_unmeasured_gpu_is_labelled_estimated(tmp_path, capsys) -> None:
     path = tmp_path / "arch.json"
     path.write_text(TINY_ARCHS["tiny_conv"].to_json())

@@ -53,6 +53,16 @@ def test_partly_measured_prediction_says_so(tmp_path) -> None:
     assert all(b.latency_ms > 0 for b in prediction.blocks)
 
 
+def test_a_cpu_table_without_entries_at_its_settings_names_the_measure_command_that_fills_it(tmp_path) -> None:
+    with pytest.raises(EstimationError, match=rf"measure --target cpu --latency-db {tmp_path / 'cpu.sqlite'} "):
+        _table(tmp_path).require_estimable()  # an empty table of the user's: its own --latency-db
+    shipped = predict_module.open_table("cpu", dtype="fp16", batch=3, resolution=32, create=False)
+    with pytest.raises(EstimationError, match=r"0 entries at fp16, batch 3, .*measure --target cpu --dtype fp16 "
+                                              r"--batch 3 --archs 20\)$"):
+        shipped.require_estimable()  # the shipped table: no --latency-db in the hint
+    predict_module.open_table("cpu", resolution=32, create=False).require_estimable()  # the shipped settings
+
+
 def test_a100_without_measurements_is_estimated_from_the_shipped_calibration(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(predict_module, "default_db_path", lambda name: tmp_path / f"shipped-{name}.sqlite")
     table = _table(tmp_path, "a100", resolution=64)

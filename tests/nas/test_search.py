@@ -20,7 +20,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from latency_tables import open_table
+from latency_tables import LatencyTable, open_table
 from nas.config import SearchConfig
 from nas.evaluate import EvalRequest, Outcome, evaluate
 from nas.search import SearchStopped, deferred_stops, run_search, stop_on_sigterm
@@ -573,5 +573,5 @@ def test_a_cpu_search_on_a_table_that_does_not_fit_this_machine_stops_or_goes_on
     assert launch.main([*argv, "--remeasure", "--trials", "4"]) == 0
     assert json.loads((out / "summary.json").read_text())["notes"] == [
         "no --data: scored with the data-free proxy 'params'"]
-    assert table.__class__(table.target, table.db, table.settings).predict(SPECS[0]).latency_ms == \
+    assert LatencyTable(table.target, table.db, table.settings).predict(SPECS[0]).latency_ms == \
         pytest.approx(1.9 * predict_ms, rel=1e-6)
