@@ -10,12 +10,20 @@ AZ-NAS (Lee & Ham, 2024; `nas.proxies.az_nas_components`) is reported apart: it 
 progressivity, trainability and FLOPs over the population and sums the log relative ranks, so it scores these
 networks only together.
 
+The learned ranker (`nas.ranker`, proxy ``ranker``) is judged by k-fold cross-validation only (`RANKER_FOLDS`
+folds, `RANKER_REPEATS` shuffles; its ridge strength chosen inside each training fold), on the same label; fitted
+on every network it becomes the shipped ranker (``--write-ranker``). It is checked once more on networks it never
+saw: the trained networks of benchmarks/search_vs_reference.py (picks of the search and the reference families).
+Its few-shot use, fitted on K networks' ``short_train`` accuracies instead of trained labels, is measured by
+drawing K of the networks, fitting on them and ranking the rest.
+
 `--retest N` trains the first N architectures a second time with another seed (initialisation, batch order,
 augmentation): the Spearman between the two trainings is the noise ceiling of the trained accuracy itself, which
 no proxy can be expected to beat on this data. The label an architecture is ranked by is then the mean of its
 trainings (less noisy than either); `single_training` keeps the proxies' Spearman against the first alone.
 
-    python benchmarks/proxy_quality.py --archs 40 [--retest 12]    -> benchmarks/results/proxy-quality.json
+    python benchmarks/proxy_quality.py --archs 40 [--retest 12] [--write-ranker]
+        -> benchmarks/results/proxy-quality.json (and nas/rankers/cifar.json)
 """
 from __future__ import annotations
 
@@ -35,12 +43,22 @@ import torch  # noqa: E402
 from benchmarks._io import kendall, spearman, write_json_atomic, write_text_atomic  # noqa: E402
 from nas.data import load_data  # noqa: E402
 from nas.evaluate import proxy_minibatch  # noqa: E402
-from nas.proxies import PROXIES, TrainRecipe, az_nas_components, score, short_train  # noqa: E402
-from search_spaces import CIFAR_SPACE, ArchSpec, build_model, sample_archs  # noqa: E402
+from nas.proxies import (PROXIES, RANKER_FEATURES, TrainRecipe, az_nas_components, ranker_features,  # noqa: E402
+                         score, short_train)
+from nas.ranker import SHIPPED_RANKER, Ranker, fit_ranker  # noqa: E402
+from search_spaces import CIFAR_REFERENCE_ARCHS, CIFAR_SPACE, ArchSpec, build_model, sample_archs  # noqa: E402
 
 DATA = ROOT.parent / "shared/data/cifar10_subset.npz"
 TRAINED_RECIPE = TrainRecipe(steps=1500, report_every=1500)
 RESULTS = ROOT / "benchmarks/results"
+LEARNED = ("ranker",)  # fitted on this benchmark's labels: scored by cross-validation, never per cached row
+RANKER_FOLDS, RANKER_REPEATS = 5, 5
+FEW_SHOT_KS, FEW_SHOT_DRAWS = (8, 12, 16, 24, 32), 20
+# feature sets the ranker was compared on (the shipped one is RANKER_FEATURES)
+ZERO_COST_LOGS = tuple(f"log_{name}" for name in ("params", "flops", "synflow", "naswot", "grad_norm", "snip", "zico",
+                                                  "meco", "swap"))
+RANKER_FEATURE_SETS = {"shipped": RANKER_FEATURES, "zero_cost_scores": ZERO_COST_LOGS,
+                       "zero_cost_scores_and_az_nas": ZERO_COST_LOGS + RANKER_FEATURES[2:]}
 
 
 def train_accuracy(spec: ArchSpec, data, seed: int) -> tuple[float, float]:
@@ -50,6 +68,10 @@ def train_accuracy(spec: ArchSpec, data, seed: int) -> tuple[float, float]:
     accuracy, _ = short_train(build_model(spec, num_classes=data.num_classes), (data.x_train, data.y_train),
                               (data.x_test, data.y_test), TRAINED_RECIPE, seed=seed)
     return accuracy, time.perf_counter() - started
+
+
+def _scored_proxies() -> list[str]:
+    return [name for name in PROXIES if name not in LEARNED]
 
 
 def _proxy_scores(spec: ArchSpec, data, seed: int, names) -> dict:
@@ -64,9 +86,108 @@ def _proxy_scores(spec: ArchSpec, data, seed: int, names) -> dict:
 
 
 def _evaluate(spec: ArchSpec, data, seed: int) -> dict:
-    row: dict = {"digest": spec.digest(), "spec": spec.to_dict(), "proxies": _proxy_scores(spec, data, seed, PROXIES)}
+    row: dict = {"digest": spec.digest(), "spec": spec.to_dict(),
+                 "proxies": _proxy_scores(spec, data, seed, _scored_proxies()),
+                 "ranker_features": _ranker_features(spec, data, seed)}
     row["trained_accuracy"], row["train_seconds"] = train_accuracy(spec, data, seed)
     return row
+
+
+def _ranker_features(spec: ArchSpec, data, seed: int) -> dict:
+    """`nas.proxies.ranker_features` of `spec` on the proxies' minibatch, with their run time as ``seconds``."""
+    images, _ = proxy_minibatch(data, 32, seed)
+    started = time.perf_counter()
+    features = ranker_features(spec, lambda: build_model(spec, num_classes=data.num_classes), images, 32, seed)
+    return {**features, "seconds": time.perf_counter() - started}
+
+
+def _add_ranker_features(rows: list[dict], data, seed: int) -> int:
+    """Give `rows` (cached with `seed`) the ranker's features where they lack them; returns how many changed."""
+    missing = [row for row in rows if set(RANKER_FEATURES) - set(row.get("ranker_features", {}))]
+    for row in missing:
+        row["ranker_features"] = _ranker_features(ArchSpec.from_dict(row["spec"]), data, seed)
+    return len(missing)
+
+
+def _features(row: dict) -> dict[str, float]:
+    """Every feature a ranker may use: the shipped ranker's and the log of each cached zero-cost score."""
+    logs = {f"log_{name}": float(np.log(max(abs(p["value"]), 1e-12))) for name, p in row["proxies"].items()}
+    return {**logs, **row["ranker_features"]}
+
+
+def cross_validated_ranker(rows: list[dict], features=RANKER_FEATURES, folds: int = RANKER_FOLDS,
+                           repeats: int = RANKER_REPEATS) -> dict:
+    """Spearman of out-of-fold ranker predictions against ``trained_accuracy``: per repeat (a shuffle of `rows` into
+    `folds` folds, each predicted by a ranker fitted on the others) pooled over all networks, and per fold."""
+    x, y = [_features(r) for r in rows], [r["trained_accuracy"] for r in rows]
+    pooled, pooled_kendall, per_fold = [], [], []
+    for repeat in range(repeats):
+        order = np.random.default_rng(repeat).permutation(len(rows))
+        predictions = np.empty(len(rows))
+        for fold in np.array_split(order, folds):
+            train = [i for i in order if i not in set(fold)]
+            ranker = fit_ranker([x[i] for i in train], [y[i] for i in train], features, "cross-validation fold")
+            predictions[fold] = [ranker.predict(x[i]) for i in fold]
+            per_fold.append(spearman([predictions[i] for i in fold], [y[i] for i in fold]))
+        pooled.append(spearman(list(predictions), y))
+        pooled_kendall.append(kendall(list(predictions), y))
+    return {"spearman": statistics.mean(pooled), "spearman_spread": statistics.pstdev(pooled),
+            "kendall": statistics.mean(pooled_kendall),
+            "spearman_per_repeat": pooled, "spearman_per_fold": per_fold, "folds": folds, "repeats": repeats,
+            "features": list(features)}
+
+
+def shipped_ranker(rows: list[dict]) -> Ranker:
+    """The ranker fitted on every network's mean-of-trainings label: what ``--write-ranker`` ships."""
+    return fit_ranker([_features(r) for r in rows], [r["trained_accuracy"] for r in rows], RANKER_FEATURES,
+                      f"{len(rows)} CIFAR-scale networks of the cifar space at 32 px, trained on the CIFAR-10 "
+                      f"subset with benchmarks/proxy_quality.py's TRAINED_RECIPE (mean top-1 of 2 seeds)")
+
+
+def few_shot_ranker(rows: list[dict], ks=FEW_SHOT_KS, draws: int = FEW_SHOT_DRAWS) -> dict:
+    """Per K: a ranker fitted on K drawn networks' ``short_train`` accuracies (what a search on new data can
+    afford), its Spearman on the other networks against their trained label, and on the same networks MeCo's,
+    FLOPs' and the shipped-style ranker's (fitted on the K networks' trained labels), mean and spread over draws."""
+    x, y = [_features(r) for r in rows], [r["trained_accuracy"] for r in rows]
+    short = [r["proxies"]["short_train"]["value"] for r in rows]
+    out = {}
+    for k in ks:
+        by: dict[str, list[float]] = {"few_shot_ranker": [], "ranker_on_trained_labels": [], "meco": [], "flops": []}
+        for draw in range(draws):
+            order = np.random.default_rng(1000 + draw).permutation(len(rows))
+            shots, rest = list(order[:k]), list(order[k:])
+            label = [y[i] for i in rest]
+            for name, targets in (("few_shot_ranker", short), ("ranker_on_trained_labels", y)):
+                ranker = fit_ranker([x[i] for i in shots], [targets[i] for i in shots], RANKER_FEATURES, "few shots")
+                by[name].append(spearman([ranker.predict(x[i]) for i in rest], label))
+            for name in ("meco", "flops"):
+                by[name].append(spearman([rows[i]["proxies"][name]["value"] for i in rest], label))
+        out[str(k)] = {name: {"spearman": statistics.mean(v), "spread": statistics.pstdev(v)} for name, v in by.items()}
+    return {"draws": draws, "by_k": out, "label_of_the_shots": "short_train (300 steps) accuracy"}
+
+
+def held_out_check(ranker: Ranker, data, seed: int, rows_path: Path = RESULTS / "search-vs-reference.jsonl") -> dict:
+    """`ranker` (fitted on this benchmark's networks) and the single proxies on networks it never saw: the trained
+    networks of benchmarks/search_vs_reference.py, against their mean trained top-1 (same recipe)."""
+    if not rows_path.exists():
+        return {}
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    specs = {r["digest"]: ArchSpec.from_dict(r["spec"]) for r in rows if r["kind"] == "pick"}
+    specs.update({spec.digest(): spec for spec in CIFAR_REFERENCE_ARCHS.values()})
+    accuracies: dict[str, list[float]] = {}
+    names: dict[str, str] = {}
+    for r in rows:
+        if r["kind"] == "training":
+            accuracies.setdefault(r["digest"], []).append(r["accuracy"])
+            names[r["digest"]] = r["name"]
+    label = [statistics.mean(accuracies[d]) for d in accuracies]
+    networks = [{"proxies": _proxy_scores(specs[d], data, seed, ["meco", "flops"]),
+                 "ranker_features": _ranker_features(specs[d], data, seed)} for d in accuracies]
+    predicted = [ranker.predict(_features(n)) for n in networks]
+    return {"networks": [names[d] for d in accuracies], "label": label, "ranker_prediction": predicted,
+            "spearman": {"ranker": spearman(predicted, label),
+                         **{name: spearman([n["proxies"][name]["value"] for n in networks], label)
+                            for name in ("meco", "flops")}}}
 
 
 def _add_new_proxies(rows: list[dict], data, seed: int, scorer=None) -> int:
@@ -75,7 +196,7 @@ def _add_new_proxies(rows: list[dict], data, seed: int, scorer=None) -> int:
     scorer = scorer or _proxy_scores
     updated = 0
     for row in rows:
-        missing = [name for name in PROXIES if name not in row["proxies"]]
+        missing = [name for name in _scored_proxies() if name not in row["proxies"]]
         if missing:
             print(f"scoring cached {row['digest'][:10]} with {', '.join(missing)}", flush=True)
             row["proxies"].update(scorer(ArchSpec.from_dict(row["spec"]), data, seed, missing))
@@ -157,7 +278,11 @@ def summarise(rows: list[dict]) -> dict:
     proxies["zero_cost_rank_sum"] = {"spearman": spearman(combined, accuracy), "kendall": kendall(combined, accuracy),
                                      "seconds_per_arch": sum(proxies[n]["seconds_per_arch"] for n in zero_cost),
                                      "of": zero_cost}
-    candidates = {n: p for n, p in proxies.items() if n not in ("params", "flops")}
+    learned = cross_validated_ranker(rows)
+    proxies["ranker"] = {"spearman": learned["spearman"], "kendall": learned["kendall"],
+                         "seconds_per_arch": statistics.mean(r["ranker_features"]["seconds"] for r in rows),
+                         "cross_validated": learned}
+    candidates = {n: p for n, p in proxies.items() if n not in ("params", "flops")}  # learned: cross-validated
     default = max(candidates, key=lambda n: candidates[n]["spearman"])
     return {"archs": len(rows), "default_proxy": default, "proxies": proxies,
             "trained_accuracy": {"min": min(accuracy), "median": statistics.median(accuracy), "max": max(accuracy)},
@@ -173,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "proxy-quality.json")
     parser.add_argument("--retest", type=int, default=0, help="train this many architectures again, another seed")
     parser.add_argument("--retest-cache", type=Path, default=RESULTS / "proxy-quality-retest.jsonl")
+    parser.add_argument("--write-ranker", action="store_true",
+                        help=f"fit the ranker on every network and write it to {SHIPPED_RANKER.relative_to(ROOT)}")
     args = parser.parse_args(argv)
     if not DATA.exists():
         print(f"error: {DATA} not found (the shared CIFAR-10 subset)", file=sys.stderr)
@@ -185,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             row = json.loads(line)
             done[row["digest"]] = row
     specs = sample_archs(args.archs, args.seed, CIFAR_SPACE)
-    if _add_new_proxies([done[s.digest()] for s in specs if s.digest() in done], data, args.seed):
+    cached = [done[s.digest()] for s in specs if s.digest() in done]
+    if _add_new_proxies(cached, data, args.seed) + _add_ranker_features(cached, data, args.seed):
         write_text_atomic(args.cache, "".join(json.dumps(row) + "\n" for row in done.values()))  # whole, never half
     rows = []
     for i, spec in enumerate(specs):
@@ -222,6 +350,14 @@ def main(argv: list[str] | None = None) -> int:
                                                  for r in rows])
     if len(retests) >= 3:
         result["noise_ceiling"] = noise_ceiling(rows, retests)
+    ranker = shipped_ranker(labelled)
+    result["ranker"] = {"feature_sets": {name: cross_validated_ranker(labelled, features)
+                                         for name, features in RANKER_FEATURE_SETS.items()},
+                        "few_shot": few_shot_ranker(labelled), "held_out": held_out_check(ranker, data, args.seed),
+                        "fitted_on_all": ranker.to_dict()}
+    if args.write_ranker:
+        SHIPPED_RANKER.parent.mkdir(exist_ok=True)
+        write_json_atomic(SHIPPED_RANKER, ranker.to_dict())
     write_json_atomic(args.out, result)
     for name, p in sorted(result["proxies"].items(), key=lambda item: -item[1]["spearman"]):
         print(f"{name:<20} spearman {p['spearman']:+.3f}  kendall {p['kendall']:+.3f}  {p['seconds_per_arch']:.2f} s")
@@ -232,6 +368,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{ceiling['spearman_between_trainings'] ** 0.5:.3f} against one training, "
               f"{ceiling['ceiling_against_mean_of_two']:.3f} against the mean of two, and one more training of the "
               f"recipe as a proxy {ceiling['one_training_against_mean_of_two']:.3f}")
+    for name, cv in result["ranker"]["feature_sets"].items():
+        print(f"ranker on {name:<28} cross-validated spearman {cv['spearman']:+.3f} +- {cv['spearman_spread']:.3f}")
+    for k, by in result["ranker"]["few_shot"]["by_k"].items():
+        print(f"few-shot K={k:>2}: " + ", ".join(f"{n} {v['spearman']:+.3f}" for n, v in by.items()))
+    if result["ranker"]["held_out"]:
+        print("held out (search-vs-reference networks): " + ", ".join(
+            f"{n} {v:+.3f}" for n, v in result["ranker"]["held_out"]["spearman"].items()))
     az = result["az_nas"]
     print(f"{'az_nas (population)':<20} spearman {az['spearman']:+.3f}  kendall {az['kendall']:+.3f}  components "
           + ", ".join(f"{name} {value:+.3f}" for name, value in az["components"].items()))

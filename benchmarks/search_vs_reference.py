@@ -39,6 +39,7 @@ from benchmarks._io import write_json_atomic  # noqa: E402
 from benchmarks.proxy_quality import DATA, TRAINED_RECIPE, train_accuracy  # noqa: E402
 from latency_tables import open_table  # noqa: E402
 from latency_tables.measure import time_networks  # noqa: E402
+from nas.config import DEFAULT_PROXY_WITH_DATA  # noqa: E402
 from search_spaces import CIFAR_REFERENCE_ARCHS, ArchSpec  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
@@ -101,10 +102,11 @@ def budgets(rows: list[dict]) -> dict[str, float]:
     return {name: times[CIFAR_REFERENCE_ARCHS[name].digest()] for name in BUDGET_REFERENCES}
 
 
-def run_search(budget_name: str, budget_ms: float, out: Path) -> list[dict]:
-    """The search a user would run at `budget_ms`; its best `PICKS` architectures by its own ranking."""
+def run_search(budget_name: str, budget_ms: float, out: Path, proxy: str) -> list[dict]:
+    """The search a user would run at `budget_ms` (the default data proxy, `proxy`); its best `PICKS` architectures
+    by its own ranking."""
     from nas.study import load_study, records
-    study_name = f"cifar-vs-{budget_name}"
+    study_name = f"cifar-vs-{budget_name}-{proxy}"
     command = [sys.executable, str(ROOT / "launch.py"), "--target", "cpu", "--resolution", str(RESOLUTION),
                "--space", "cifar", "--latency-db", str(TABLE), "--budget", f"{budget_ms:.4f}ms", "--data", str(DATA),
                "--trials",
@@ -113,6 +115,8 @@ def run_search(budget_name: str, budget_ms: float, out: Path) -> list[dict]:
     subprocess.run(command, check=True, cwd=ROOT)
     seconds = time.perf_counter() - started
     study = load_study(study_name, f"sqlite:///{out / 'study.db'}")
+    if study.user_attrs["proxy"] != proxy:
+        raise RuntimeError(f"the search ran with proxy {study.user_attrs['proxy']}, not the default {proxy}")
     feasible = sorted((r for r in records(study) if r.feasible and r.duplicate_of is None),
                       key=lambda r: (-r.proxy, r.latency_ms))
     return [{"kind": "pick", "budget": budget_name, "budget_ms": budget_ms, "rank": rank, "trial": r.number,
@@ -121,11 +125,17 @@ def run_search(budget_name: str, budget_ms: float, out: Path) -> list[dict]:
              "search_seconds": round(seconds, 1)} for rank, r in enumerate(feasible[:PICKS])]
 
 
+def pick_name(row: dict) -> str:
+    """A pick's name: its rank, budget and (for every proxy after the first default, meco) its proxy."""
+    return f"pick{row['rank']}_{row['budget']}" + ("" if row["proxy"] == "meco" else f"_{row['proxy']}")
+
+
 def candidates(rows: list[dict]) -> dict[str, dict[str, ArchSpec]]:
-    """Budget -> {name: spec} to train: the picks, then every reference whose measured latency fits."""
+    """Budget -> {name: spec} to train: the picks (of every default proxy the search has had), then every reference
+    whose measured latency fits."""
     times, out = measured_ms(rows), {}
     for budget_name, budget_ms in budgets(rows).items():
-        chosen = {f"pick{r['rank']}_{budget_name}": ArchSpec.from_dict(r["spec"]) for r in rows
+        chosen = {pick_name(r): ArchSpec.from_dict(r["spec"]) for r in rows
                   if r["kind"] == "pick" and r["budget"] == budget_name}
         chosen.update({name: spec for name, spec in CIFAR_REFERENCE_ARCHS.items() if times[spec.digest()] <= budget_ms})
         out[budget_name] = chosen
@@ -159,14 +169,15 @@ def report(rows: list[dict]) -> dict:
             accuracy.setdefault(r["digest"], []).append(r["accuracy"])
     result: dict = {"resolution": RESOLUTION, "seeds": list(SEEDS), "recipe": TRAINED_RECIPE.__dict__,
                     "budgets": {}, "date": time.strftime("%Y-%m-%d")}
-    picks = {r["digest"]: r for r in rows if r["kind"] == "pick"}
+    picks = {pick_name(r): r for r in rows if r["kind"] == "pick"}
     for budget_name, group in candidates(rows).items():
         budget_ms = budgets(rows)[budget_name]
         networks = []
         for name, spec in group.items():
             values = accuracy.get(spec.digest(), [])
-            pick = picks.get(spec.digest())
-            networks.append({"name": name, "role": "search" if name.startswith("pick") else "reference",
+            pick = picks.get(name)
+            networks.append({"name": name, "role": "search" if pick else "reference",
+                             "proxy": pick["proxy"] if pick else None,
                              "digest": spec.digest(), "accuracies": values,
                              "accuracy_mean": statistics.mean(values) if values else None,
                              "half_range": (max(values) - min(values)) / 2 if len(values) > 1 else None,
@@ -174,15 +185,19 @@ def report(rows: list[dict]) -> dict:
                              "predicted_ms": pick["predicted_ms"] if pick else None,
                              "within_budget": (times[spec.digest()] <= budget_ms) if spec.digest() in times else None})
         trained = [n for n in networks if n["accuracy_mean"] is not None and len(n["accuracies"]) == len(SEEDS)]
-        best = {role: max((n for n in trained if n["role"] == role), key=lambda n: n["accuracy_mean"], default=None)
-                for role in ("search", "reference")}
-        gap = (best["search"]["accuracy_mean"] - best["reference"]["accuracy_mean"]
-               if best["search"] and best["reference"] else None)
+        reference = max((n for n in trained if n["role"] == "reference"), key=lambda n: n["accuracy_mean"],
+                        default=None)
+        by_proxy = {}
+        for proxy in dict.fromkeys(n["proxy"] for n in networks if n["proxy"]):
+            best = max((n for n in trained if n["proxy"] == proxy), key=lambda n: n["accuracy_mean"], default=None)
+            gap = best["accuracy_mean"] - reference["accuracy_mean"] if best and reference else None
+            by_proxy[proxy] = {"best_search": best["name"] if best else None,
+                               "gap_points": None if gap is None else 100 * gap,
+                               "goal_met": bool(gap is not None and gap >= 0.01 and best["within_budget"])}
+        current = by_proxy.get(DEFAULT_PROXY_WITH_DATA, {"best_search": None, "gap_points": None, "goal_met": False})
         result["budgets"][budget_name] = {
-            "budget_ms": budget_ms, "networks": networks, "gap_points": None if gap is None else 100 * gap,
-            "best_search": best["search"]["name"] if best["search"] else None,
-            "best_reference": best["reference"]["name"] if best["reference"] else None,
-            "goal_met": bool(gap is not None and gap >= 0.01 and best["search"]["within_budget"])}
+            "budget_ms": budget_ms, "networks": networks, "default_proxy": DEFAULT_PROXY_WITH_DATA, **current,
+            "best_reference": reference["name"] if reference else None, "by_proxy": by_proxy}
     return result
 
 
@@ -202,23 +217,26 @@ def main(argv: list[str] | None = None) -> int:
         time_specs(dict(CIFAR_REFERENCE_ARCHS), rows, "reference")
     elif args.step == "search":
         for budget_name, budget_ms in budgets(rows).items():
-            if any(r["kind"] == "pick" and r["budget"] == budget_name for r in rows):
+            if any(r["kind"] == "pick" and r["budget"] == budget_name and r["proxy"] == DEFAULT_PROXY_WITH_DATA
+                   for r in rows):
                 continue
-            for row in run_search(budget_name, budget_ms, args.runs / budget_name):
+            out = args.runs / f"{budget_name}-{DEFAULT_PROXY_WITH_DATA}"
+            for row in run_search(budget_name, budget_ms, out, DEFAULT_PROXY_WITH_DATA):
                 append_row(row)
                 print(f"{budget_name}: pick {row['rank']} trial {row['trial']} {row['proxy']} "
                       f"{row['proxy_value']:.4g}, predicted {row['predicted_ms']:.3f} ms", flush=True)
     elif args.step == "train":
         train_all(rows)
     elif args.step == "time":  # the picks and every reference again, in the same passes: one machine state
-        picks = {f"pick{r['rank']}_{r['budget']}": ArchSpec.from_dict(r["spec"]) for r in rows if r["kind"] == "pick"}
+        picks = {pick_name(r): ArchSpec.from_dict(r["spec"]) for r in rows if r["kind"] == "pick"}
         roles = {**{name: "reference" for name in CIFAR_REFERENCE_ARCHS}, **{name: "search" for name in picks}}
         time_specs({**CIFAR_REFERENCE_ARCHS, **picks}, rows, roles, again=True)
     result = report(rows)
     write_json_atomic(OUT, result)
     for budget_name, entry in result["budgets"].items():
-        print(f"budget {budget_name} ({entry['budget_ms']:.3f} ms): best search {entry['best_search']}, best "
-              f"reference {entry['best_reference']}, gap {entry['gap_points']} points")
+        for proxy, best in entry["by_proxy"].items():
+            print(f"budget {budget_name} ({entry['budget_ms']:.3f} ms), searched with {proxy}: best search "
+                  f"{best['best_search']}, best reference {entry['best_reference']}, gap {best['gap_points']} points")
     return 0
 
 

@@ -43,6 +43,11 @@ Proxies (``PROXIES``; ``DATA_FREE`` lists those that need no images):
   (``meco_score(..., channels=None)``: Spearman -0.41 with trained accuracy where this variant scored 0.57,
   both before every network was trained twice; this variant 0.63 against the mean of two trainings,
   benchmarks/proxy_quality.py). ``details`` gives ``layers``.
+- ``ranker``: a learned combination (`nas.ranker.Ranker`, ridge regression) of `ranker_features`: log FLOPs (the
+  stored counts, as the ``flops`` lookup), log ``meco``, and AZ-NAS's expressivity, progressivity and trainability
+  (`az_nas_components`), each on a network built afresh from the seed. The shipped fit (`nas.ranker.SHIPPED_RANKER`)
+  rests on trained CIFAR-scale networks at 32 px (its ``fitted_on``; cross-validated in
+  benchmarks/proxy_quality.py); elsewhere its ranking is an extrapolation. ``details`` gives the features.
 - ``short_train``: `TrainRecipe` (AdamW, warmup + cosine, label smoothing; `nas.data.batches` with random crop +
   flip) for ``steps`` steps on the training split, then top-1 accuracy on the test split in [0, 1]; intermediate
   accuracies every ``report_every`` steps go to an optional ``report(step, accuracy) -> bool`` (True stops
@@ -68,12 +73,14 @@ from torch import nn
 
 from latency_tables.block_costs import architecture_totals
 from nas.data import batches
+from nas.ranker import Ranker, load_ranker
 from search_spaces import ArchSpec, build_model, module_flops
 
 __all__ = [
     "ProxyError", "ProxyResult", "Proxy", "ProxyJob", "TrainRecipe", "PROXIES", "DATA_FREE", "score",
     "synflow_score", "naswot_score", "grad_norm_score", "snip_score", "zico_score", "meco_score", "short_train",
-    "ZICO_SPLITS", "MECO_CHANNELS", "ReportFn", "az_nas_components", "LOOKUPS", "lookup_score",
+    "ZICO_SPLITS", "MECO_CHANNELS", "ReportFn", "az_nas_components", "LOOKUPS", "lookup_score", "RANKER_FEATURES",
+    "ranker_features",
 ]
 
 _log = logging.getLogger(__name__)
@@ -488,6 +495,33 @@ def _meco(job: ProxyJob) -> tuple[float, dict]:
     return value, {"layers": layers}
 
 
+RANKER_FEATURES = ("log_flops", "log_meco", "az_expressivity", "az_progressivity", "az_trainability")
+
+
+def ranker_features(spec: ArchSpec, build: ModelFactory, images: torch.Tensor, resolution: int, seed: int
+                    ) -> dict[str, float]:
+    """`RANKER_FEATURES` of `spec` on `images` ``[B, 3, R, R]``: each score on a network `build` makes afresh from
+    `seed` (as `score` would make it for that proxy alone)."""
+    torch.manual_seed(seed)
+    meco, _ = meco_score(build(), images, channels=MECO_CHANNELS)
+    torch.manual_seed(seed)
+    az = az_nas_components(build(), images)
+    flops = lookup_score("flops", spec, resolution)
+    return {"log_flops": math.log(flops), "log_meco": math.log(max(meco, 1e-12)),
+            **{f"az_{name}": value for name, value in az.items()}}
+
+
+_shipped_ranker: list[Ranker] = []
+
+
+def _ranker(job: ProxyJob) -> tuple[float, dict]:
+    if not _shipped_ranker:
+        _shipped_ranker.append(load_ranker())
+    ranker = _shipped_ranker[0]
+    features = ranker_features(job.spec, job.build, job.images, job.resolution, job.seed)
+    return ranker.predict(features), {"features": features, "fitted_on": ranker.fitted_on}
+
+
 def _short_train(job: ProxyJob) -> tuple[float, dict]:
     return short_train(job.build(), job.train_data, job.test_data, job.recipe, seed=job.seed, report=job.report,
                        resolution=job.resolution)
@@ -505,6 +539,8 @@ PROXIES: dict[str, Proxy] = {p.name: p for p in (
     Proxy("zico", True, "sum over tensors of log(sum mean|g| / std g) across minibatches (Li et al., 2023)", _zico),
     Proxy("meco", True, f"sum of the smallest eigenvalues of {MECO_CHANNELS}-channel correlations of one image "
           "(Jiang et al., 2023)", _meco),
+    Proxy("ranker", True, "ridge regression of trained top-1 on log FLOPs, log MeCo and AZ-NAS's components "
+          "(shipped fit: CIFAR-scale networks)", _ranker),
     Proxy("short_train", True, "test top-1 after a few hundred training steps (TrainRecipe)", _short_train,
           kind="training"),
 )}

@@ -57,10 +57,22 @@ def test_the_report_gives_each_budget_its_gap_and_the_goal():
                   "accuracy": a} for s, a in zip(bench.SEEDS, values)]
     rows += [{"kind": "training", "name": "pick0_shvit_cifar", "digest": TINY_ARCHS["tiny_conv"].digest(), "seed": s,
               "accuracy": a} for s, a in zip(bench.SEEDS, (0.66, 0.64))]
+    ranker_pick = TINY_ARCHS["tiny_window"]  # a later default proxy's pick: reported beside the first one's
+    rows.append({"kind": "pick", "budget": "shvit_cifar", "budget_ms": 2.3, "rank": 0, "trial": 3, "proxy": "ranker",
+                 "proxy_value": 0.6, "predicted_ms": 2.0, "digest": ranker_pick.digest(), "spec": ranker_pick.to_dict()})
+    rows.append({"kind": "latency", "name": "pick0_shvit_cifar_ranker", "role": "search",
+                 "digest": ranker_pick.digest(), "ms": 2.4})  # measured over the budget
+    rows += [{"kind": "training", "name": "pick0_shvit_cifar_ranker", "digest": ranker_pick.digest(), "seed": s,
+              "accuracy": a} for s, a in zip(bench.SEEDS, (0.67, 0.67))]
     small = bench.report(rows)["budgets"]["shvit_cifar"]
-    assert {n["name"] for n in small["networks"]} == {"pick0_shvit_cifar", "convnext_cifar", "shvit_cifar"}
-    assert small["best_search"] == "pick0_shvit_cifar" and small["best_reference"] == "shvit_cifar"
-    assert small["gap_points"] == pytest.approx(3.0) and small["goal_met"] is True
+    assert {n["name"] for n in small["networks"]} == {"pick0_shvit_cifar", "pick0_shvit_cifar_ranker",
+                                                      "convnext_cifar", "shvit_cifar"}
+    assert small["best_reference"] == "shvit_cifar"
+    meco, ranker = small["by_proxy"]["meco"], small["by_proxy"]["ranker"]
+    assert meco["best_search"] == "pick0_shvit_cifar" and meco["gap_points"] == pytest.approx(3.0)
+    assert meco["goal_met"] is True
+    assert ranker["gap_points"] == pytest.approx(5.0) and ranker["goal_met"] is False  # 2.4 ms > the 2.3 ms budget
+    assert small["best_search"] == small["by_proxy"][bench.DEFAULT_PROXY_WITH_DATA]["best_search"]
     shvit = next(n for n in small["networks"] if n["name"] == "shvit_cifar")
     assert shvit["accuracy_mean"] == pytest.approx(0.62) and shvit["half_range"] == pytest.approx(0.02)
     large = bench.report(rows)["budgets"]["l2vit_cifar"]

@@ -13,14 +13,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas import proxies
-from nas.proxies import DATA_FREE, LOOKUPS, PROXIES, ProxyError, TrainRecipe, lookup_score, score, short_train
+from nas.proxies import (DATA_FREE, LOOKUPS, PROXIES, RANKER_FEATURES, ProxyError, TrainRecipe, az_nas_components,
+                         lookup_score, score, short_train)
+from nas.ranker import load_ranker
 from search_spaces import (
     CIFAR_SPACE, REFERENCE_ARCHS, TINY_ARCHS, ArchSpec, build_model, count_flops, count_params, sample_archs,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 CIFAR_SUBSET = ROOT.parent / "shared" / "data" / "cifar10_subset.npz"
-ZERO_COST = [name for name in PROXIES if name != "short_train"]
+# the ranker is meco + AZ-NAS + a lookup: its finiteness over the space is the benchmark's 54 networks, its value
+# test_the_ranker_scores_its_features_as_the_single_proxies_compute_them
+ZERO_COST = [name for name in PROXIES if name not in ("short_train", "ranker")]
 DATA_PROXIES = [name for name, proxy in PROXIES.items() if proxy.needs_data]
 
 
@@ -356,3 +360,19 @@ def test_az_nas_trainability_is_zero_for_an_isometric_pair() -> None:
     torch.manual_seed(0)
     values = proxies.az_nas_components(Net(), torch.randn(64, 3, 9, 9))
     assert values["trainability"] == pytest.approx(0.0, abs=0.05)
+
+
+# ------------------------------------------------------------------------------------------------- ranker
+def test_the_ranker_scores_its_features_as_the_single_proxies_compute_them(batch) -> None:
+    spec = TINY_ARCHS["tiny_window"]
+    result = score("ranker", spec, *batch, seed=3)
+    features = result.details["features"]
+    assert set(features) == set(RANKER_FEATURES)
+    assert features["log_meco"] == pytest.approx(math.log(score("meco", spec, *batch, seed=3).value), rel=1e-9)
+    assert features["log_flops"] == pytest.approx(math.log(score("flops", spec, *batch).value), rel=0.01)
+    torch.manual_seed(3)
+    expected = az_nas_components(build_model(spec, num_classes=10), batch[0])
+    assert features["az_trainability"] != pytest.approx(0) and all(
+        features[f"az_{name}"] == pytest.approx(value, rel=1e-6) for name, value in expected.items())
+    assert result.value == pytest.approx(load_ranker().predict(features), rel=1e-12)
+    assert "CIFAR-scale" in result.details["fitted_on"]
