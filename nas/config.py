@@ -31,7 +31,7 @@ PRUNERS = ("median", "none")  # nas.pruning.make_pruner
 OBJECTIVES = ("best", "pareto")
 # Chosen from benchmarks/results/proxy-quality.json (Spearman with trained accuracy on the CIFAR-scale space);
 # tests/nas/test_config.py checks that they are still what that benchmark picks.
-DEFAULT_PROXY_WITH_DATA = "meco"
+DEFAULT_PROXY_WITH_DATA = "ranker"
 DEFAULT_PROXY_DATA_FREE = "flops"
 RUNS_FOLDER = Path("runs")
 

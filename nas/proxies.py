@@ -348,12 +348,16 @@ def az_nas_components(model: nn.Module, images: torch.Tensor) -> dict[str, float
         g_out = torch.randint(0, 2, features[i].shape, dtype=features[i].dtype) * 2 - 1
         g_in = torch.autograd.grad(features[i], features[i - 1], g_out, retain_graph=True)[0]
         g_in = g_in.permute(0, 2, 3, 1) if i == 1 else g_in
-        if g_in.shape[1] != g_out.shape[1]:  # a transition halved the resolution: stack each 2x2 patch
-            stride = g_in.shape[1] // g_out.shape[1]
-            g_in = F.pixel_unshuffle(g_in.permute(0, 3, 1, 2), stride).permute(0, 2, 3, 1)
+        if g_in.shape[1] != g_out.shape[1]:  # a transition reduced the resolution: stack each patch
+            stride = -(-g_in.shape[1] // g_out.shape[1])  # 7 -> 4 is a stride-2 transition with padding
+            pad = g_out.shape[1] * stride - g_in.shape[1]
+            g_in = F.pad(g_in.permute(0, 3, 1, 2), (0, pad, 0, pad))
+            g_in = F.pixel_unshuffle(g_in, stride).permute(0, 2, 3, 1)
         g_in, g_out = g_in.reshape(-1, g_in.shape[-1]).double(), g_out.reshape(-1, g_out.shape[-1]).double()
         top = torch.linalg.svdvals(g_in.T @ g_out / g_out.shape[0]).max().item()
         trainability.append(2 - top - 1 / (top + 1e-6))
+    if len(entropies) < 2:
+        raise ProxyError("az_nas: progressivity needs the stem and at least one block")
     values = {"expressivity": sum(entropies), "progressivity": min(b - a for a, b in zip(entropies, entropies[1:])),
               "trainability": float(np.mean(trainability))}
     if not all(math.isfinite(v) for v in values.values()):

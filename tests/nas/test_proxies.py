@@ -324,6 +324,13 @@ def test_az_nas_components_are_bounded_and_deterministic(arch: str, batch) -> No
     assert values["trainability"] <= 0  # 2 - s - 1/s <= 0, 0 only at s = 1
 
 
+def test_az_nas_components_pad_a_transition_from_an_odd_resolution() -> None:
+    """At 20 px the stages run at 5, 3 and 2 positions a side: 5 -> 3 is a stride-2 transition with padding."""
+    torch.manual_seed(0)
+    values = proxies.az_nas_components(build_model(TINY_ARCHS["tiny_conv"], num_classes=10), torch.randn(5, 3, 20, 20))
+    assert all(math.isfinite(v) for v in values.values()) and values["trainability"] < 0
+
+
 def test_az_nas_trainability_is_zero_for_an_isometric_pair() -> None:
     """Features related by an orthogonal map R: g_in = g_out R, so E[g_in^T g_out] = R^T, top singular value 1."""
     class Stem(nn.Module):  # identity, through a parameter so that its output is in the autograd graph
