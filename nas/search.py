@@ -19,6 +19,7 @@ in-flight evaluations.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -526,6 +527,16 @@ def _outcome_from_attrs(row: TrialRecord) -> Outcome:
                    details={} if pruned_at is None else {"stopped_early": True, "steps": pruned_at})
 
 
+def _sampler_seed(seed: int, stored: int) -> int:
+    """The sampler's seed: `seed` for a new study (a search is reproducible from it). A resumed study's sampler is
+    seeded past its `stored` trials (so it proposes new architectures, not the first run's again) and apart from
+    any other driver resuming it now (Optuna's distributed pattern: with one seed, two drivers started together
+    propose the same architectures until they see each other's trials)."""
+    if stored == 0:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}:{stored}:{os.getpid()}".encode()).digest()[:4], "little")
+
+
 def _counts_towards_trials(row: TrialRecord) -> bool:
     """Settled trials count towards ``--trials``, except those an interrupt cut short (requeued)."""
     return row.state in ("COMPLETE", "PRUNED", "FAIL") and row.user_attrs.get("fail_kind") != "interrupted"
@@ -636,8 +647,7 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     if table_fit is not None:  # for the model cards; rewritten on each run
         study.set_user_attr("latency_table_fit", table_fit.to_dict())
     rows = records(study)
-    # seeded past the stored trials: a resumed run proposes new architectures, not the first run's again
-    mirror = StudyMirror(study, make_sampler(config.sampler, config.seed + len(rows), config.objective,
+    mirror = StudyMirror(study, make_sampler(config.sampler, _sampler_seed(config.seed, len(rows)), config.objective,
                                              config.trials), make_pruner(config.pruner))
     requeued = mirror.requeue(rows)
     if requeued:

@@ -528,8 +528,8 @@ def two_drivers_on_one_study(tmp_path: Path, storage: str, trials: int = 300) ->
 
 def check_split(stored: list[optuna.trial.FrozenTrial], trials: int = 300) -> None:
     """Two drivers split the budget: every trial stored once, whole, numbered without gaps; at most one trial
-    over (the other driver's in flight); duplicates marked, bar the first flush window, where both drivers
-    propose from the same stored history and seed before either has seen the other's trials."""
+    over (the other driver's in flight); duplicates marked, bar the rare architecture both drivers proposed in
+    their first flush window, before either had seen the other's trials (their samplers are seeded apart)."""
     assert trials <= len(stored) <= trials + 1
     assert [t.number for t in stored] == list(range(len(stored)))
     assert all(t.state == TrialState.COMPLETE and t.values and "arch" in t.user_attrs for t in stored)
@@ -542,7 +542,7 @@ def check_split(stored: list[optuna.trial.FrozenTrial], trials: int = 300) -> No
         elif digest in first_of:
             unmarked += 1
         first_of.setdefault(digest, t.number)
-    assert unmarked <= 32  # measured: 11 of 300 on sqlite
+    assert unmarked <= 3  # measured: 0 in two runs on sqlite (11-40 of 300 while both drivers had one seed)
 
 
 def test_two_drivers_on_one_sqlite_study_split_its_trials(tmp_path):
