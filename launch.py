@@ -95,16 +95,16 @@ def cmd_measure(args: argparse.Namespace) -> None:
     from latency_tables.measure import quick_settings
     from latency_tables.predict import LatencyTable
     from latency_tables.storage import LatencyDBError
-    from latency_tables.targets import TargetUnavailableError, current_device_string
+    from latency_tables.targets import TargetUnavailableError, UnknownTargetError, current_device_string, get_target
     from search_spaces import REFERENCE_ARCHS, sample_archs
     space = _load_space(args.space)
+    try:  # refuse before any work (and before creating a table) on a machine without the target's device
+        current_device_string(get_target(args.target))
+    except (UnknownTargetError, TargetUnavailableError) as error:
+        raise UsageError(str(error)) from None
     table = _open_table(args)
     if args.repeats is not None:  # a quicker, noisier table
         table = LatencyTable(table.target, table.db, quick_settings(table.settings, args.repeats))
-    try:
-        current_device_string(table.target)  # refuse before any work on a machine without the target's device
-    except TargetUnavailableError as error:
-        raise UsageError(str(error)) from None
     if args.check:
         _check_drift(table, args.check)
         return
@@ -358,6 +358,15 @@ _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
+def _correction_networks(text: str) -> int:
+    from latency_tables.predict import MIN_CORRECTION_NETWORKS
+    value = _non_negative_int(text)
+    if 0 < value < MIN_CORRECTION_NETWORKS:  # refused before any block is measured, not after
+        raise argparse.ArgumentTypeError(f"expected 0 (no correction) or at least {MIN_CORRECTION_NETWORKS} networks "
+                                         f"to fit the correction's terms on, got {value}")
+    return value
+
+
 def _budget(text: str) -> float:
     from nas.config import ConfigError, parse_latency_ms
     try:
@@ -417,8 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--seed", type=int, default=0, help="seed of the sampled architectures (with --archs)")
     measure.add_argument("--repeats", type=_positive_int, help="timed repeats per block and network (default: "
                          "10, and more until 0.3 s were timed); fewer is quicker and noisier")
-    measure.add_argument("--networks", type=int, default=40, help="networks (sampled with seed + 1000) to measure "
-                         "end to end to fit the table's additivity correction; 0 skips it")
+    measure.add_argument("--networks", type=_correction_networks, default=40, help="networks (sampled with seed + "
+                         "1000) to measure end to end to fit the table's additivity correction; 0 skips it")
     measure.add_argument("--check", type=_positive_int, nargs="?", const=24, metavar="BLOCKS",
                          help="measure nothing: time this many stored entries (default 24) and 8 of the correction's "
                          "networks again and say how far this machine now runs from the table")

@@ -31,10 +31,11 @@ from latency_tables.targets import Target, current_device_string, get_target, so
 from search_spaces import ArchSpec
 
 __all__ = ["AdditivityCorrection", "BlockLatency", "Drift", "StageLatency", "Prediction", "LatencyTable", "predict",
-           "open_table", "weights_mb", "activations_mb", "NETWORK_PASSES"]
+           "open_table", "weights_mb", "activations_mb", "NETWORK_PASSES", "MIN_CORRECTION_NETWORKS"]
 
 _log = logging.getLogger(__name__)
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+MIN_CORRECTION_NETWORKS = 3  # networks measured end to end that the additivity correction's 3 terms need
 NETWORK_PASSES = 3  # timings per network: correction fit (`time_networks`), exported model cards (`measure_network`)
 CPU_ENTRY_PASSES = 3  # timings per cpu entry (`MeasureSettings.passes`); GPU timings (do_bench) are steady
 MEASURE_CHUNK = 48  # blocks timed pass after pass together: the passes of an entry lie ~10 s apart on a CPU
@@ -101,9 +102,9 @@ class AdditivityCorrection:
     def fit(samples: list[tuple[float, float, float, float]]) -> AdditivityCorrection:
         """From ``(sum of entries ms, weights MB, activations MB, measured ms)`` per network: least squares on the
         relative error, with the per-MB costs kept >= 0 (a term that fits negative is dropped and the rest refit)."""
-        if len(samples) < 3:
-            raise EstimationError(f"need at least 3 networks measured end to end to fit a correction, got "
-                                  f"{len(samples)}")
+        if len(samples) < MIN_CORRECTION_NETWORKS:
+            raise EstimationError(f"need at least {MIN_CORRECTION_NETWORKS} networks measured end to end to fit a "
+                                  f"correction, got {len(samples)}")
         sums, weights, activations, measured = (np.array(column, dtype=float) for column in zip(*samples))
         columns = {"scale": sums, "weights": weights, "activations": activations}
         kept = list(columns)

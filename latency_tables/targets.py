@@ -24,7 +24,7 @@ from typing import Mapping
 
 __all__ = [
     "DTYPES", "Target", "TARGETS", "UnknownTargetError", "TargetUnavailableError", "get_target",
-    "target_for_device_name", "current_device_string", "software_versions",
+    "target_for_device_name", "current_device_string", "local_cores", "software_versions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -221,6 +221,14 @@ def _cpu_model_name() -> str | None:
     return None
 
 
+def local_cores() -> int:
+    """The cores this process may run on (its CPU affinity; the machine's count where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def current_device_string(target: Target) -> str:
     """The string that identifies this machine's device for ``target``; it is part of every entry's key.
 
@@ -230,12 +238,8 @@ def current_device_string(target: Target) -> str:
     """
     if target.kind == "cpu":
         arch = platform.machine() or platform.processor() or "unknown"
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            cores = os.cpu_count() or 0
         model = _cpu_model_name() or platform.processor() or "unknown model"
-        return f"cpu:{arch}:{model}:{cores} cores"
+        return f"cpu:{arch}:{model}:{local_cores()} cores"
 
     import torch
 

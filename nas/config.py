@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from latency_tables.targets import local_cores
 from search_spaces import MAX_RESOLUTION, MIN_RESOLUTION, SearchSpace
 
 __all__ = [
@@ -151,6 +152,10 @@ class SearchConfig:
         for name in ("trials", "workers", "train_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        cores = local_cores()
+        if self.ray_address is None and self.workers > cores:
+            raise ConfigError(f"--workers {self.workers}: each local evaluation is a process on one core and this "
+                              f"machine has {cores}; use at most {cores}, or --ray-address for a cluster")
         if self.top_k < 0:
             raise ConfigError(f"--top must be 0 or more, got {self.top_k}")
         if self.timeout_s is not None and not self.timeout_s > 0:

@@ -215,13 +215,18 @@ def _assemble(kind: str, path: Path, x_train: np.ndarray, y_train: np.ndarray, x
 
 
 def _num_classes(path: Path, labels: list[np.ndarray], names: tuple[str, ...] | None) -> tuple[str, ...]:
-    """Class names (given, or "0".."K-1" with K = max label + 1) after checking every label fits them."""
+    """Class names (given, or "0".."K-1" with K = max label + 1) after checking every label fits them. Without
+    names, at least half of the K classes must have images: labels are 0..K-1, not arbitrary ids."""
     top = max(int(y.max()) for y in labels if y.size)
     if names is not None:
         if top >= len(names):
             raise DataError(f"{path}: label {top} is out of range for the {len(names)} class names given "
                             f"(labels must be 0..{len(names) - 1})")
     else:
+        present = len(np.unique(np.concatenate(labels)))
+        if top + 1 > 2 * present:
+            raise DataError(f"{path}: label {top} makes {top + 1} classes but only {present} distinct labels have "
+                            f"images; labels must be 0..K-1 (number the classes from 0)")
         names = tuple(str(i) for i in range(top + 1))
     if len(names) < 2:
         raise DataError(f"{path}: needs at least 2 classes, found {len(names)}")

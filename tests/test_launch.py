@@ -128,10 +128,13 @@ def test_measure_check_of_an_empty_table_is_one_line(tmp_path, capsys) -> None:
     (["measure", "--target", "h100", "--archs", "1"], "target 'h100' needs an NVIDIA H100"),
     (["measure", "--target", "tpu"], "unknown latency target 'tpu'; known targets: a100"),
     (["measure", "--target", "cpu", "--dtype", "int8"], "invalid choice: 'int8'"),
+    (["measure", "--target", "cpu", "--archs", "1", "--networks", "2"], "expected 0 (no correction) or at least 3"),
+    (["measure", "--target", "a100", "--archs", "1"], "target 'a100' needs an NVIDIA A100"),
     (["latency", "/no/arch.json", "--target", "cpu"], "cannot read /no/arch.json"),
 ])
 def test_table_commands_reject_bad_input_in_one_line(argv: list[str], message: str, capsys, tmp_path) -> None:
     assert launch.main(argv + ["--latency-db", str(tmp_path / "t.sqlite")]) == 2
+    assert not (tmp_path / "t.sqlite").exists()  # a refused measure creates no table
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
 
@@ -142,7 +145,8 @@ def test_corrupt_latency_db_is_one_line_and_untouched(tmp_path, capsys) -> None:
     path = tmp_path / "arch.json"
     path.write_text(TINY_ARCHS["tiny_conv"].to_json())
     assert launch.main(["latency", str(path), "--target", "cpu", "--latency-db", str(db)]) == 2
-    assert "not a" in capsys.readouterr().err.lower()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not an SQLite database" in err and "left untouched" in err
     assert db.read_bytes() == b"this is not sqlite" * 10
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from latency_tables.targets import local_cores
 from nas.config import (
     AUTO_TPE_MAX_TRIALS, DEFAULT_PROXY_DATA_FREE, DEFAULT_PROXY_WITH_DATA, ConfigError, SearchConfig, auto_sampler,
     format_ms, parse_latency_ms,
@@ -67,6 +68,13 @@ def test_resolved_defaults_depend_on_the_other_fields(tmp_path):
 def test_invalid_settings_raise_config_error(fields, message):
     with pytest.raises(ConfigError, match=message):
         SearchConfig(**{"target": "a100", "budget_ms": 5.0, **fields})
+
+
+def test_more_local_workers_than_cores_is_refused_but_a_cluster_may_have_them():
+    cores = local_cores()
+    with pytest.raises(ConfigError, match=f"this machine has {cores}; use at most {cores}, or --ray-address"):
+        SearchConfig(target="a100", budget_ms=5.0, workers=cores + 1)
+    assert SearchConfig(target="a100", budget_ms=5.0, workers=cores + 1, ray_address="10.0.0.7:6379").workers == cores + 1
 
 
 def test_default_proxies_are_the_benchmarks_picks():

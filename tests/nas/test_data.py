@@ -241,6 +241,8 @@ BAD_INPUTS = [
     ("float_x", "x_train has dtype float32; expected uint8"),
     ("negative_label", "y_train has negative label -1"),
     ("label_beyond_classes", "label 5 is out of range for the 3 class names"),
+    ("label_of_2_62", "label 4611686018427387904 makes 4611686018427387905 classes but only 2 distinct labels"),
+    ("label_of_10_6", "label 1000000 makes 1000001 classes but only 2 distinct labels have images"),
     ("mismatched_lengths", "y_train has 9 labels but x_train has 10 images"),
     ("needs_pickle", "array 'classes' holds Python objects and needs pickle"),
     ("channels_first", r"x_train has shape \(10, 3, 8, 8\).*channels-first"),
@@ -269,6 +271,8 @@ def test_bad_inputs_raise_one_line_data_error(tmp_path: Path, case: str, pattern
         path = _npz(tmp_path, x_train=x, y_train=y - 1)
     elif case == "label_beyond_classes":
         path = _npz(tmp_path, x_train=x, y_train=np.where(y == 1, 5, 0), classes=np.array(["a", "b", "c"]))
+    elif case in ("label_of_2_62", "label_of_10_6"):
+        path = _npz(tmp_path, x_train=x, y_train=np.where(y == 1, 2**62 if case == "label_of_2_62" else 10**6, 0))
     elif case == "mismatched_lengths":
         path = _npz(tmp_path, x_train=x, y_train=y[:9])
     elif case == "needs_pickle":
