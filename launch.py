@@ -273,10 +273,8 @@ def _search_config(args: argparse.Namespace):
 
 
 def _print_summary(summary) -> None:
-    counts = summary.trials
     print(f"study {summary.study!r} ({summary.status}) in {summary.storage}")
-    print(f"  trials: {counts['total']} — {counts['feasible']} feasible evaluated, {counts['over_budget']} over "
-          f"budget (not evaluated), {counts['duplicates']} duplicates, {counts['failed']} failed")
+    print(f"  {summary.trials_line()}")
     if summary.best is not None:
         best = summary.best
         print(f"  best within {summary.budget_ms:g} ms on {summary.target}: trial {best['trial']}, "

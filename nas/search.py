@@ -151,6 +151,20 @@ class SearchSummary:
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def trials_line(self) -> str:
+        """``trials: N — ...``: every trial counted once, the parts summing to N (pruned and interrupted ones shown
+        where there are any)."""
+        counts = self.trials
+        parts = [(counts["feasible"], "feasible evaluated"), (counts["over_budget"], "over budget (not evaluated)"),
+                 (counts["duplicates"], "duplicates"), (counts["failed"], "failed")]
+        parts += [(n, label) for n, label in ((counts.get("pruned", 0), "stopped by the pruner"),
+                                              (counts.get("interrupted", 0), "interrupted (run again on resume)"))
+                  if n]
+        rest = counts["total"] - sum(n for n, _ in parts)
+        if rest:
+            parts.append((rest, "evaluated over the budget or still running"))
+        return f"trials: {counts['total']} — " + ", ".join(f"{n} {label}" for n, label in parts)
+
 
 # ----------------------------------------------------------------------------------------------------- Ray
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from latency_tables import LatencyTable, open_table
 from nas.config import SearchConfig
 from nas.evaluate import EvalRequest, Outcome, evaluate
-from nas.search import SearchStopped, deferred_stops, run_search, stop_on_sigterm
+from nas.search import SearchStopped, SearchSummary, deferred_stops, run_search, stop_on_sigterm
 from search_spaces import ArchSpec, SearchSpace, count_flops, count_params, sample_archs
 from tests.conftest import free_port
 
@@ -241,6 +241,8 @@ def test_the_median_pruner_stops_short_trainings_behind_the_median(tmp_path, loc
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert len(complete) + len(pruned) == 12 and summary.trials["over_budget"] == 0
     assert summary.trials["pruned"] == len(pruned)
+    _assert_trials_line_sums(summary)
+    assert ("stopped by the pruner" in summary.trials_line()) == bool(pruned)
     if pruner == "none":
         assert not pruned and all(t.intermediate_values == {} for t in complete)
         return
@@ -419,6 +421,15 @@ def test_sigterm_stops_the_search_as_ctrl_c_does(tmp_path, budget_ms):
     assert summary["trials"]["total"] == len(stored) < 30
     interrupted = [t for t in stored.values() if t.user_attrs.get("fail_kind") == "interrupted"]
     assert summary["trials"]["interrupted"] == len(interrupted) <= 2  # at most one a worker was in flight
+    _assert_trials_line_sums(SearchSummary(**summary))
+
+
+def _assert_trials_line_sums(summary: SearchSummary) -> None:
+    """The printed ``trials: N — a x, b y, ...``: the parts sum to N, each trial in one part."""
+    total, parts = summary.trials_line().removeprefix("trials: ").split(" — ")
+    assert sum(int(part.split()[0]) for part in parts.split(", ")) == int(total) == summary.trials["total"]
+    if summary.trials["interrupted"]:
+        assert f"{summary.trials['interrupted']} interrupted (run again on resume)" in parts
 
 
 def _signal_self(signum: int) -> None:
