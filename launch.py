@@ -268,7 +268,7 @@ def _search_config(args: argparse.Namespace):
                         resolution=args.resolution, dtype=args.dtype, runtime=args.runtime,
                         proxy_resolution=args.proxy_resolution, latency_db=args.latency_db, study=args.study,
                         storage=args.storage, out=args.out, space=args.space, seed=args.seed, top_k=args.top,
-                        export=not args.no_export, train_steps=args.train_steps, pruner=args.pruner,
+                        export=not args.no_export, onnx=args.onnx, train_steps=args.train_steps, pruner=args.pruner,
                         remeasure=args.remeasure, accept_stale_table=args.accept_stale_table)
 
 
@@ -316,7 +316,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from nas.export import export_study
     study, out, storage = _stored_study(args)
     try:
-        paths = export_study(study, out, args.top, storage)
+        paths = export_study(study, out, args.top, storage, args.onnx)
     except _search_errors() as error:
         raise UsageError(str(error)) from None
     if not paths:
@@ -410,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     _stored_study_flags(export)
     export.add_argument("--top", type=_non_negative_int, default=5, help="Pareto architectures to export besides "
                         "the best one (default 5)")
+    _onnx_flag(export)
     export.set_defaults(run=cmd_export)
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on a study's storage")
     _stored_study_flags(dashboard)
@@ -505,7 +506,13 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
                         "the best one (default 5)")
     parser.add_argument("--no-export", action="store_true", help="don't export at the end (launch.py export can, "
                         "later)")
+    _onnx_flag(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _onnx_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True, help="write each export's "
+                        "model.onnx, checked with onnxruntime (default; --no-onnx skips it, seconds an export)")
 
 
 def _stale_table_flags(parser: argparse.ArgumentParser) -> None:

@@ -111,6 +111,7 @@ class SearchConfig:
         seed: sampler seed and proxy seed.
         top_k: Pareto architectures to export besides the best one.
         export: export the winners at the end (``launch.py export`` can do it later).
+        onnx: each export also gets ``model.onnx``, checked with onnxruntime (`nas.onnx_export`).
         train_steps: steps of the ``short_train`` proxy.
         pruner: one of ``nas.pruning.PRUNERS``: stops ``short_train`` evaluations whose intermediate accuracy
             falls behind earlier trials' (single objective only).
@@ -141,6 +142,7 @@ class SearchConfig:
     seed: int = 0
     top_k: int = 5
     export: bool = True
+    onnx: bool = True
     train_steps: int = 300
     pruner: str = "median"
     remeasure: bool = False

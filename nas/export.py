@@ -7,7 +7,10 @@ Each folder holds
   (`search_spaces`), not the search (`nas`, Optuna, Ray);
 - ``MODEL_CARD.md``: target, budget, predicted latency with its per-stage breakdown and source, measured latency
   where the target is this machine, params, FLOPs (fvcore), proxy scores, and the command that found it;
-- ``pareto.png``: the study's proxy-vs-latency picture, with the exported architectures marked.
+- ``pareto.png``: the study's proxy-vs-latency picture, with the exported architectures marked;
+- ``model.onnx`` (unless ``onnx=False``): the network as deployed, at its initial weights, checked with
+  onnxruntime (`nas.onnx_export`; the card gives the check's difference, and onnxruntime's latency where the
+  target is this machine). A network the exporter cannot handle says why in the card; the rest still lands.
 
 A folder is written in a staging sibling and renamed into place, so a crash never leaves a partial export.
 """
@@ -27,6 +30,7 @@ import torch
 
 from latency_tables import NETWORK_PASSES, TargetUnavailableError, open_table
 from latency_tables.files import ensure_folder, replace_dir_atomic, write_json_atomic
+from nas.onnx_export import OnnxResult, export_onnx, onnxruntime_ms
 from nas.study import TrialRecord, best_record, pareto_records, records
 from search_spaces import ArchSpec, build_model, count_flops, count_params, fold_batchnorm
 
@@ -111,8 +115,23 @@ def _table_fit_line(attrs: dict) -> str:
     return "" if fit is None else f"\n- Table check before the search: {fit['summary']}"
 
 
+def _onnx_lines(onnx: OnnxResult | None, onnx_ms: float | None, attrs: dict) -> str:
+    if onnx is None:
+        return "- not written (exported with --no-onnx)"
+    if onnx.error is not None:
+        return f"- `model.onnx` not written: {onnx.error}"
+    latency = (f"\n- onnxruntime (CPU) on this machine: {onnx_ms:.3f} ms median at batch {attrs.get('batch')}"
+               if onnx_ms is not None else "")
+    return (f"- `model.onnx`: opset {onnx.opset}, input `images` float32 [batch, 3, {attrs.get('resolution', 224)}, "
+            f"{attrs.get('resolution', 224)}] (batch dynamic), output `logits`; BatchNorm folded, the mixers' "
+            f"PyTorch reference path, initial weights (export your trained model with "
+            f"`nas.onnx_export.export_onnx(model, resolution, path)`)\n"
+            f"- Checked with onnxruntime against PyTorch on the same images: max |difference| "
+            f"{onnx.max_abs_diff:.2e}{latency}")
+
+
 def _model_card(name: str, row: TrialRecord, role: str, attrs: dict, params: int, flops: int,
-                measured: str | None) -> str:
+                measured: str | None, onnx: OnnxResult | None = None, onnx_ms: float | None = None) -> str:
     resolution = attrs.get("resolution", 224)
     folds = sum(isinstance(m, torch.nn.BatchNorm2d) for m in build_model(row.spec).modules()) - \
         sum(isinstance(m, torch.nn.BatchNorm2d) for m in fold_batchnorm(build_model(row.spec)).modules())
@@ -150,6 +169,9 @@ model = timm.create_model("{name}", num_classes=1000)
 ## Cost
 - Params: {params / 1e6:.3f} M
 - FLOPs: {flops / 1e9:.4f} G multiply-adds at {resolution}x{resolution} (fvcore, attention and softmax included)
+
+## ONNX
+{_onnx_lines(onnx, onnx_ms, attrs)}
 
 ## Proxy scores (higher is predicted more accurate)
 | proxy | value |
@@ -197,8 +219,10 @@ def plot_pareto(rows: list[TrialRecord], attrs: dict, marked: list[tuple[TrialRe
     plt.close(figure)
 
 
-def export_record(row: TrialRecord, role: str, attrs: dict, export_root: Path, pareto_png: Path) -> Exported:
-    """Write one architecture's folder under `export_root` (atomically); returns where it went."""
+def export_record(row: TrialRecord, role: str, attrs: dict, export_root: Path, pareto_png: Path,
+                  onnx: bool = True) -> Exported:
+    """Write one architecture's folder under `export_root` (atomically; with ``model.onnx`` if `onnx`); returns
+    where it went."""
     name = model_name(attrs["study"], row.number)
     final = export_root / name
     export_root.mkdir(parents=True, exist_ok=True)
@@ -207,15 +231,19 @@ def export_record(row: TrialRecord, role: str, attrs: dict, export_root: Path, p
         spec = row.spec
         params, flops = count_params(spec), count_flops(spec, resolution=attrs.get("resolution", 224))
         measured = _measured_here(spec, attrs)
+        onnx_result, onnx_ms = _write_onnx(spec, attrs, staging, measure=measured is not None) if onnx else \
+            (None, None)
         (staging / "arch.json").write_text(spec.to_json() + "\n")
         (staging / f"{name}.py").write_text(_module_source(name, row, attrs))
-        (staging / "MODEL_CARD.md").write_text(_model_card(name, row, role, attrs, params, flops, measured))
+        (staging / "MODEL_CARD.md").write_text(_model_card(name, row, role, attrs, params, flops, measured,
+                                                           onnx_result, onnx_ms))
         shutil.copyfile(pareto_png, staging / "pareto.png")
         write_json_atomic(staging / "export.json", {
             "name": name, "role": role, "trial": row.number, "study": attrs["study"], "target": attrs["target"],
             "budget_ms": attrs["budget_ms"], "latency_ms": row.latency_ms, "latency_source": row.latency_source,
             "breakdown_ms": row.breakdown_ms, "measured": measured, "params": params, "flops": flops,
-            "proxy": {attrs["proxy"]: row.proxy}})
+            "proxy": {attrs["proxy"]: row.proxy},
+            "onnx": None if onnx_result is None else {**onnx_result.to_dict(), "onnxruntime_ms": onnx_ms}})
         staging.chmod(0o755)
         replace_dir_atomic(staging, final)
     except BaseException:
@@ -224,8 +252,20 @@ def export_record(row: TrialRecord, role: str, attrs: dict, export_root: Path, p
     return Exported(name=name, path=final, trial=row.number, role=role)
 
 
-def export_study(study: optuna.Study, out: Path, top_k: int, storage_url: str | None = None) -> list[Path]:
-    """Export the best feasible trial and up to `top_k` Pareto trials of `study` under ``out/exports/<study>``.
+def _write_onnx(spec: ArchSpec, attrs: dict, folder: Path, measure: bool) -> tuple[OnnxResult, float | None]:
+    """``folder/model.onnx`` of `spec` as deployed, checked; with its onnxruntime latency (ms) if `measure`."""
+    resolution = attrs.get("resolution", 224)
+    result = export_onnx(fold_batchnorm(build_model(spec)), resolution, folder / "model.onnx")
+    if result.error is not None:
+        _log.warning("%s", f"model.onnx of {spec.digest()}: {result.error}")
+        return result, None
+    return result, onnxruntime_ms(result.path, attrs.get("batch") or 1, resolution) if measure else None
+
+
+def export_study(study: optuna.Study, out: Path, top_k: int, storage_url: str | None = None,
+                 onnx: bool = True) -> list[Path]:
+    """Export the best feasible trial and up to `top_k` Pareto trials of `study` under ``out/exports/<study>``
+    (each with ``model.onnx`` if `onnx`).
 
     Returns the folders written (empty if no trial is feasible).
     """
@@ -242,7 +282,7 @@ def export_study(study: optuna.Study, out: Path, top_k: int, storage_url: str | 
     pareto_png = export_root / f".pareto-{uuid.uuid4().hex}.png"
     try:
         plot_pareto(rows, attrs, chosen, pareto_png)
-        exported = [export_record(row, role, attrs, export_root, pareto_png) for row, role in chosen]
+        exported = [export_record(row, role, attrs, export_root, pareto_png, onnx) for row, role in chosen]
     finally:
         pareto_png.unlink(missing_ok=True)
     return [e.path for e in exported]

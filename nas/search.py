@@ -695,8 +695,8 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
         timing = {"loop_s": round(time.perf_counter() - loop_started, 4), "lookup_s": round(driver.lookup_s, 4),
                   "trials_run": driver.settled}
     with stop_on_sigterm():  # exports are written whole or not at all: a stop here loses none of the study
-        exports = [str(path) for path in export_study(study, config.out, config.top_k, config.storage)] \
-            if config.export else []
+        exports = [str(path) for path in export_study(study, config.out, config.top_k, config.storage,
+                                                      config.onnx)] if config.export else []
     summary = summarise(study, config, status, time.monotonic() - started, exports)
     summary.timing = timing
     write_json_atomic(config.out / "summary.json", summary.to_dict())

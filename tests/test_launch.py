@@ -290,10 +290,11 @@ def test_search_resuming_with_another_budget_is_refused(stored_study_file, capsy
 def test_export_command_reexports_a_stored_study(stored_study_file, capsys) -> None:
     storage, out = stored_study_file
     assert launch.main(["export", "--study", "unit-study", "--storage", storage, "--out", str(out), "--top",
-                        "1"]) == 0
+                        "1", "--no-onnx"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert [line.split("/")[-1] for line in printed] == ["hnas_unit_study_t0003", "hnas_unit_study_t0000"]
     assert (out / "exports/unit-study/hnas_unit_study_t0003/MODEL_CARD.md").exists()
+    assert not (out / "exports/unit-study/hnas_unit_study_t0003/model.onnx").exists()  # --no-onnx
 
 
 # ------------------------------------------------------------------------------------------------ calibrate

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import nas.export as export_module
 from nas.export import choose, export_study, model_name
@@ -37,7 +38,7 @@ def test_export_writes_complete_folders(stored_study, tmp_path):
     assert sorted(p.name for p in (tmp_path / "exports/unit-study").iterdir()) == sorted(names)  # no staging left
     best = paths[0]
     assert sorted(f.name for f in best.iterdir()) == ["MODEL_CARD.md", "arch.json", "export.json",
-                                                      f"{names[0]}.py", "pareto.png"]
+                                                      f"{names[0]}.py", "model.onnx", "pareto.png"]
     spec = TINY_ARCHS["tiny_strip"]
     assert (best / "arch.json").read_text().strip() == spec.to_json()
     meta = json.loads((best / "export.json").read_text())
@@ -49,11 +50,37 @@ def test_export_writes_complete_folders(stored_study, tmp_path):
         assert fact in card, fact
     assert "median end to end on this machine" in card  # the target is this machine (cpu): measured too
     assert (best / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    onnx = meta["onnx"]
+    assert onnx["file"] == "model.onnx" and onnx["error"] is None and 0 <= onnx["max_abs_diff"] < 1e-4
+    assert onnx["onnxruntime_ms"] > 0  # the target is this machine: onnxruntime timed too
+    assert f"max |difference| {onnx['max_abs_diff']:.2e}" in card and "onnxruntime (CPU) on this machine: " in card
+
+
+def test_a_network_the_onnx_exporter_refuses_says_so_and_the_rest_lands(stored_study, tmp_path, monkeypatch):
+    study, storage = stored_study
+
+    def refuse(*args, **kwargs):
+        raise NotImplementedError("aten::mystery_op has no ONNX symbolic\n(a long trace)")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    folder = export_study(study, tmp_path, top_k=0, storage_url=storage)[0]
+    assert "model.onnx" not in {f.name for f in folder.iterdir()} and (folder / "arch.json").exists()
+    reason = "not exportable to ONNX: NotImplementedError: aten::mystery_op has no ONNX symbolic"
+    assert f"`model.onnx` not written: {reason}" in (folder / "MODEL_CARD.md").read_text()
+    assert json.loads((folder / "export.json").read_text())["onnx"]["error"] == reason
+
+
+def test_no_onnx_writes_no_onnx_file(stored_study, tmp_path):
+    study, storage = stored_study
+    folder = export_study(study, tmp_path, top_k=0, storage_url=storage, onnx=False)[0]
+    assert "model.onnx" not in {f.name for f in folder.iterdir()}
+    assert "not written (exported with --no-onnx)" in (folder / "MODEL_CARD.md").read_text()
+    assert json.loads((folder / "export.json").read_text())["onnx"] is None
 
 
 def test_exported_module_builds_with_timm_without_the_search(stored_study, tmp_path):
     study, storage = stored_study
-    folder = export_study(study, tmp_path, top_k=0, storage_url=storage)[0]
+    folder = export_study(study, tmp_path, top_k=0, storage_url=storage, onnx=False)[0]
     script = f"""
 import sys
 sys.path[:0] = [{str(ROOT)!r}, {str(folder)!r}]
@@ -75,7 +102,7 @@ print(sorted(m for m in ("nas", "optuna", "ray") if m in sys.modules))
 
 def test_failed_export_leaves_the_previous_one_whole(stored_study, tmp_path, monkeypatch):
     study, storage = stored_study
-    first = export_study(study, tmp_path, top_k=0, storage_url=storage)[0]
+    first = export_study(study, tmp_path, top_k=0, storage_url=storage, onnx=False)[0]
     before = {f.name: f.read_bytes() for f in first.iterdir()}
 
     def crash(*args, **kwargs):
@@ -83,7 +110,7 @@ def test_failed_export_leaves_the_previous_one_whole(stored_study, tmp_path, mon
 
     monkeypatch.setattr(export_module, "_model_card", crash)
     with pytest.raises(RuntimeError, match="disk full"):
-        export_study(study, tmp_path, top_k=0, storage_url=storage)
+        export_study(study, tmp_path, top_k=0, storage_url=storage, onnx=False)
     assert {f.name: f.read_bytes() for f in first.iterdir()} == before
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging folder or stray picture
 

@@ -59,7 +59,7 @@ def local_ray():
 def _config(tmp_path: Path, budget_ms: float, **fields) -> SearchConfig:
     return SearchConfig(**{"target": TARGET, "budget_ms": budget_ms, "resolution": RESOLUTION, "trials": 8,
                            "workers": 2, "proxy": "synflow", "sampler": "random", "out": tmp_path, "top_k": 2,
-                           **fields})
+                           "onnx": False, **fields})  # ONNX: tests/nas/test_onnx_export.py, and end to end below
 
 
 def _study(config: SearchConfig) -> optuna.Study:
@@ -68,7 +68,7 @@ def _study(config: SearchConfig) -> optuna.Study:
 
 
 def test_search_end_to_end(tmp_path, budget_ms, local_ray):
-    summary = run_search(_config(tmp_path, budget_ms), progress=False)
+    summary = run_search(_config(tmp_path, budget_ms, onnx=True), progress=False)
     study = _study(_config(tmp_path, budget_ms))
     trials = study.get_trials()
     assert len(trials) == 8 and summary.trials["total"] == 8
@@ -95,6 +95,10 @@ def test_search_end_to_end(tmp_path, budget_ms, local_ray):
     assert stored["study"] == "a100-{}-random-synflow".format(stored["study"].split("-")[1])
     assert Path(stored["exports"][0]).name.endswith(f"_t{best.number:04d}")
     assert all((Path(p) / "MODEL_CARD.md").exists() for p in stored["exports"])
+    for export in stored["exports"]:  # every export deploys: an ONNX file onnxruntime ran within tolerance
+        onnx = json.loads((Path(export) / "export.json").read_text())["onnx"]
+        assert (Path(export) / "model.onnx").exists() and onnx["error"] is None and onnx["max_abs_diff"] < 1e-4
+        assert onnx["onnxruntime_ms"] is None  # the target (a100) is not this machine
     assert study.user_attrs["target"] == TARGET and study.user_attrs["resolution"] == RESOLUTION
     assert study.metric_names == ["proxy_synflow"]
 
@@ -352,7 +356,7 @@ def _assert_kept(storage: Path, completed: dict) -> dict:
 def _slow_args(tmp_path: Path, budget_ms: float, trials: int) -> list[str]:
     return ["--target", TARGET, "--budget", f"{budget_ms * 3:.4f}ms", "--resolution", str(RESOLUTION), "--trials",
             str(trials), "--workers", "2", "--proxy", "synflow", "--sampler", "random", "--out", str(tmp_path),
-            "--quiet"]
+            "--quiet", "--no-onnx"]
 
 
 def test_sigint_then_rerun_loses_no_completed_trial(tmp_path, budget_ms):
@@ -572,7 +576,7 @@ def test_a_cpu_search_on_a_table_that_does_not_fit_this_machine_stops_or_goes_on
     out = tmp_path / "run"
     argv = ["--target", "cpu", "--budget", "1000ms", "--resolution", str(RESOLUTION), "--latency-db",
             str(tmp_path / "cpu.sqlite"), "--proxy", "params", "--trials", "3", "--space", "cifar",
-            "--out", str(out), "--quiet", "--top", "0"]
+            "--out", str(out), "--quiet", "--top", "0", "--no-onnx"]
     assert launch.main(argv) == 2
     assert not out.exists()
     stale = launch.main([*argv, "--accept-stale-table"])
