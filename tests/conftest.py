@@ -59,9 +59,14 @@ def add_trial(study: optuna.Study, arch: str, latency_ms: float, proxy: float | 
 
 @pytest.fixture
 def stored_study(tmp_path: Path) -> tuple[optuna.Study, str]:
-    """A sqlite study with a known front: trials 0..5 (proxy, latency_ms) below; 4 is over budget, 5 failed."""
+    """A sqlite study with a known front (`make_stored_study`)."""
+    return make_stored_study(f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def make_stored_study(storage: str) -> tuple[optuna.Study, str]:
+    """A study at `storage` with a known front: trials 0..5 (proxy, latency_ms) below; 4 is over budget, 5
+    failed."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="unit-study", storage=storage, direction="maximize")
     for key, value in STUDY_ATTRS.items():
         study.set_user_attr(key, value)
@@ -79,3 +84,24 @@ def stored_study(tmp_path: Path) -> tuple[optuna.Study, str]:
 def stored_study_file(stored_study, tmp_path: Path) -> tuple[str, Path]:
     """``(storage URL, output folder)`` of `stored_study`, as a search would have left them."""
     return stored_study[1], tmp_path
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server of this session's own (tests/postgres.py), stopped by its PID at the end; the tests
+    that need it are skipped, saying why, where no server binary or no psycopg is installed."""
+    from tests.postgres import find_binaries, start_server
+
+    if find_binaries() is None:
+        pytest.skip("no PostgreSQL server binaries (Debian: apt-get install postgresql)")
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[postgres]')")
+    server = start_server(free_port())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The SQLAlchemy URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nas.dashboard import DashboardError, check_port, study_url
-from tests.conftest import free_port
+from tests.conftest import free_port, make_stored_study
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,8 +35,10 @@ def test_check_port_refuses_a_taken_port():
             check_port("127.0.0.1", taken.getsockname()[1])
 
 
-def test_dashboard_serves_the_study_over_http(stored_study):
-    _, storage = stored_study
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_dashboard_serves_the_study_over_http(request, tmp_path, backend):
+    _, storage = make_stored_study(f"sqlite:///{tmp_path / 'study.db'}" if backend == "sqlite" else
+                                   request.getfixturevalue("postgres_url"))
     port = free_port()
     server = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "dashboard", "--study", "unit-study",
                                "--storage", storage, "--port", str(port)],

@@ -564,6 +564,11 @@ def test_two_drivers_on_one_sqlite_study_split_its_trials(tmp_path):
     check_split(two_drivers_on_one_study(tmp_path, f"sqlite:///{tmp_path / 'shared.db'}"))
 
 
+def test_a_study_on_postgresql_is_written_resumed_and_split_by_two_drivers(tmp_path, postgres_url):
+    """A team's shared study on a database server: a first run writes it, two drivers resume it at once."""
+    check_split(two_drivers_on_one_study(tmp_path, postgres_url))
+
+
 def test_a_cpu_search_on_a_table_that_does_not_fit_this_machine_stops_or_goes_on_labelled(tmp_path, monkeypatch):
     """On a machine 1.9x slower than its table: exit 2 with one line and nothing written; --accept-stale-table
     searches and labels the summary and model cards; --remeasure times the table again first."""
