@@ -24,9 +24,11 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -169,8 +171,9 @@ class SearchSummary:
 # ----------------------------------------------------------------------------------------------------- Ray
 @contextlib.contextmanager
 def ray_session(address: str | None, workers: int) -> Iterator[None]:
-    """Ray for one search: a local instance with `workers` CPUs, or the cluster at `address`; shut down after
-    (unless Ray was already initialised by the caller)."""
+    """Ray for one search: a local instance with `workers` CPUs (its session folder in a temporary folder of its
+    own, removed after), or the cluster at `address`; shut down after (unless Ray was already initialised by the
+    caller)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 writes an auth token to ~ otherwise
     import ray
 
@@ -178,21 +181,29 @@ def ray_session(address: str | None, workers: int) -> Iterator[None]:
         yield
         return
     options = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+    session_folder = None if address else tempfile.mkdtemp(prefix="ray-hnas-")  # not /tmp/ray, kept forever
     try:
         if address:
             ray.init(address=address, **options)
         else:  # workers import this project from its folder even where it is not pip-installed
             path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
             # address="local": a new instance even where `ray start` left a cluster address behind
-            ray.init(address="local", num_cpus=workers, include_dashboard=False,
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, _temp_dir=session_folder,
                      runtime_env={"env_vars": {"PYTHONPATH": path}}, **options)
     except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError... for a bad address
+        _remove_session_folder(session_folder)
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise SearchError(f"cannot start or reach {where}: {str(error).splitlines()[0]}") from None
     try:
         yield
     finally:
         ray.shutdown()
+        _remove_session_folder(session_folder)
+
+
+def _remove_session_folder(folder: str | None) -> None:
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_ray_address(address: str, wait_s: float = 10.0) -> None:
@@ -652,12 +663,18 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     uses_ray = PROXIES[config.proxy].kind != "lookup"  # lookup proxies never leave this process
     if uses_ray and config.ray_address:
         check_ray_address(config.ray_address)  # before anything is created
+    made_out = not Path(config.out).exists()
     try:
         ensure_folder(config.out)
     except OSError as error:
         raise SearchError(f"cannot write the output folder --out {config.out}: {error.strerror or error}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study, resumed = open_study(config, _study_attrs(config, table, proxy_resolution, space))
+    try:
+        study, resumed = open_study(config, _study_attrs(config, table, proxy_resolution, space))
+    except BaseException:
+        if made_out and not any(Path(config.out).iterdir()):  # a refused study leaves no empty --out behind
+            Path(config.out).rmdir()
+        raise
     if table_fit is not None:  # for the model cards; rewritten on each run
         study.set_user_attr("latency_table_fit", table_fit.to_dict())
     rows = records(study)

@@ -255,7 +255,7 @@ def test_a_latency_table_is_refused_as_a_study_storage_and_left_byte_identical(t
     assert launch.main(SEARCH + ["--trials", "2", "--storage", f"sqlite:///{table}", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a latency table, not a study storage" in err
-    assert table.read_bytes() == before
+    assert table.read_bytes() == before and not (tmp_path / "r").exists()  # no empty --out left either
 
 
 def test_a_study_storage_is_refused_as_a_latency_table(stored_study_file, tmp_path, capsys) -> None:

@@ -595,3 +595,24 @@ def test_a_cpu_search_on_a_table_that_does_not_fit_this_machine_stops_or_goes_on
         "no --data: scored with the data-free proxy 'params'"]
     assert LatencyTable(table.target, table.db, table.settings).predict(SPECS[0]).latency_ms == \
         pytest.approx(1.9 * predict_ms, rel=1e-6)
+
+
+def test_a_local_ray_session_leaves_no_session_folder_behind():
+    """Ray keeps each session's folder (/tmp/ray/session_*: logs, sockets) forever; a search's own is removed."""
+    temp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
+    script = f"""
+import json, os, sys
+sys.path.insert(0, {str(ROOT)!r})
+from nas.search import ray_session
+with ray_session(None, 1):
+    print(json.dumps(sorted(os.listdir({str(temp)!r}))))
+"""
+    try:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "TMPDIR": str(temp), "RAY_AUTH_MODE": "disabled"})
+        assert result.returncode == 0, result.stderr[-2000:]
+        (during,) = json.loads(result.stdout.strip().splitlines()[-1])
+        assert during.startswith("ray-hnas-")  # the session lived in its own folder under TMPDIR...
+        assert list(temp.iterdir()) == []  # ...and nothing is left of it
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
