@@ -17,6 +17,7 @@ finished trials, exits with 130 (143) and resumes when rerun.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
@@ -313,14 +314,24 @@ def _stored_study(args: argparse.Namespace):
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from latency_tables.files import write_json_atomic
     from nas.export import export_study
+    from nas.search import stop_on_sigterm
     study, out, storage = _stored_study(args)
     try:
-        paths = export_study(study, out, args.top, storage, args.onnx)
+        with stop_on_sigterm():  # `kill` stops it as Ctrl-C does: each folder whole, no staging left
+            paths = export_study(study, out, args.top, storage, args.onnx)
     except _search_errors() as error:
         raise UsageError(str(error)) from None
     if not paths:
         raise UsageError(f"study {args.study!r} has no evaluated architecture within its budget; nothing exported")
+    summary_file = Path(out) / "summary.json"
+    try:
+        summary = json.loads(summary_file.read_text())
+    except (OSError, ValueError):
+        summary = None
+    if isinstance(summary, dict) and summary.get("study") == study.study_name:  # the search's summary lists these
+        write_json_atomic(summary_file, {**summary, "exports": [str(path) for path in paths]})
     for path in paths:
         print(f"exported: {path}")
 
@@ -395,6 +406,11 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+INTERRUPTED = {  # what a stop (Ctrl-C, SIGTERM) left, per command
+    "search": "interrupted: finished trials are stored; rerun the same command to resume",
+    "export": "interrupted: each export folder is whole, the new one or the one before; rerun to export the rest",
+    "measure": "interrupted: finished entries are stored; rerun the same command to measure the rest",
+}
 COMMANDS = ("search", "export", "dashboard", "measure", "costs", "calibrate", "latency", "check", "archs")
 
 
@@ -554,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv.insert(0, "search")  # the default command: launch.py --target a100 --budget 5ms
+    args = None
     try:
         args = build_parser().parse_args(argv)
         args.run(args)
@@ -561,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # Ctrl-C, or `nas.search.SearchStopped` (SIGTERM) with its signal number
-        print("interrupted: finished trials are stored; rerun the same command to resume", file=sys.stderr)
+        print(INTERRUPTED.get(getattr(args, "command", None), "interrupted"), file=sys.stderr)
         return 128 + getattr(stop, "signum", signal.SIGINT)
     return 0
 

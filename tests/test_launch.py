@@ -297,6 +297,40 @@ def test_export_command_reexports_a_stored_study(stored_study_file, capsys) -> N
     assert not (out / "exports/unit-study/hnas_unit_study_t0003/model.onnx").exists()  # --no-onnx
 
 
+def test_export_rewrites_the_searchs_summary_list_of_exports(stored_study_file, capsys) -> None:
+    storage, out = stored_study_file
+    (out / "summary.json").write_text(json.dumps({"study": "unit-study", "exports": ["/gone/hnas_old_t0001"],
+                                                  "trials": {"total": 6}}))
+    assert launch.main(["export", "--study", "unit-study", "--storage", storage, "--out", str(out), "--top", "0",
+                        "--no-onnx"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exports"] == [str(out / "exports/unit-study/hnas_unit_study_t0003")]
+    assert summary["trials"] == {"total": 6}  # the rest as the search wrote it
+
+
+def test_sigterm_during_export_leaves_whole_folders_and_says_what_it_left(stored_study_file) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+    storage, out = stored_study_file
+    process = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "export", "--study", "unit-study",
+                                "--storage", storage, "--out", str(out), "--top", "5"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    root = out / "exports/unit-study"
+    deadline = time.monotonic() + 120
+    while not (root.exists() and any(p.name.startswith(".staging-") for p in root.iterdir())):
+        assert process.poll() is None and time.monotonic() < deadline, "export ended before it was stopped"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 143, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: each export folder is whole")
+    left = sorted(p.name for p in root.iterdir())
+    assert all(name.startswith("hnas_unit_study_t") for name in left), left  # no .staging-* or .pareto-*.png
+    assert all((root / name / "MODEL_CARD.md").exists() for name in left)
+
+
 # ------------------------------------------------------------------------------------------------ calibrate
 _SMALL_TIMM = ("resnet18", "resnet26", "resnet34", "mobilenetv2_050", "mobilenetv2_100", "mobilenetv3_small_050",
                "mobilenetv3_large_100", "efficientnet_b0", "convnext_atto", "convnext_femto", "vit_tiny_patch16_224",
