@@ -19,25 +19,13 @@ from torch import nn
 from search_spaces import ArchSpec, DownsampleSpec, SearchSpace, StemSpec
 from search_spaces.mixers import build_block
 from search_spaces.mixers.common import timm
-from search_spaces.space import heads_for, partial_dim_for
-from search_spaces.spec import (
-    MIXER_TYPES, ConvMixer, LinearMixer, MixerSpec, QnAMixer, SingleHeadMixer, StripMixer, WindowMixer,
-    mlp_hidden_width,
-)
+from search_spaces.mixer_registry import mixer_entry
+from search_spaces.spec import MIXER_TYPES, MixerSpec, mlp_hidden_width
 from search_spaces.transitions import build_stem, build_transition
 
 __all__ = ["Block", "decompose", "space_blocks"]
 
 ROLES = ("stem", "transition", "block", "head")
-
-
-def _position(mixer: MixerSpec, index: int) -> int:
-    """0 or 1 where a block's index changes the module (shifted windows, window/linear alternation), else 0."""
-    if isinstance(mixer, WindowMixer) and mixer.shift:
-        return index % 2
-    if isinstance(mixer, LinearMixer) and mixer.alternate:
-        return index % 2
-    return 0
 
 
 @dataclass(frozen=True)
@@ -111,7 +99,7 @@ def decompose(spec: ArchSpec, resolution: int) -> list[Block]:
         if stage.downsample.kind != "none" or in_width != stage.width:
             blocks.append(_transition(stage.downsample, in_width, stage.width, stage.mlp_ratio, (in_width, *in_hw),
                                       index))
-        blocks.extend(_block(stage.mixer, stage.width, stage.hidden_width, _position(stage.mixer, i), out_hw, index)
+        blocks.extend(_block(stage.mixer, stage.width, stage.hidden_width, mixer_entry(stage.mixer.kind).position(stage.mixer, i), out_hw, index)
                       for i in range(stage.depth))
         in_width, in_hw = stage.width, out_hw
     blocks.append(Block("head", _describe(num_classes=spec.head.num_classes), (in_width, *in_hw), len(spec.stages)))
@@ -119,31 +107,6 @@ def decompose(spec: ArchSpec, resolution: int) -> list[Block]:
 
 
 # ------------------------------------------------------------------------------------------ the whole space
-def _mixer_choices(space: SearchSpace, width: int) -> Iterator[MixerSpec]:
-    """Every mixer spec `sample_arch` can produce at `width` (the same `heads_for` / `partial_dim_for`)."""
-    for kind in space.mixers:
-        if kind == "conv":
-            yield from (ConvMixer(k) for k in space.conv_kernel_sizes if "convnext" in space.conv_variants)
-            if "repvit" in space.conv_variants:
-                yield ConvMixer(3, "repvit")
-        elif kind == "window":
-            for head_dim, window, shift in itertools.product(space.head_dims, space.window_sizes, (True, False)):
-                yield WindowMixer(heads_for(width, head_dim), window, shift)
-        elif kind == "linear":
-            for head_dim, alternate, window in itertools.product(space.head_dims, (True, False), space.window_sizes):
-                yield LinearMixer(heads_for(width, head_dim), alternate, window)
-        elif kind == "single_head":
-            for ratio, qk_dim in itertools.product(space.partial_ratios, space.qk_dims):
-                yield SingleHeadMixer(partial_dim_for(width, ratio), qk_dim)
-        elif kind == "strip":
-            for head_dim, stripe in itertools.product(space.head_dims, space.stripe_widths):
-                yield StripMixer(heads_for(width, head_dim, even=True), stripe)
-        elif kind == "qna":
-            for head_dim, k, queries in itertools.product(space.head_dims, space.qna_kernel_sizes,
-                                                          space.qna_num_queries):
-                yield QnAMixer(heads_for(width, head_dim), k, queries)
-
-
 def space_blocks(space: SearchSpace, resolution: int) -> list[Block]:
     """Every distinct block (key + input shape) that `sample_arch(trial, space)` can put in an architecture."""
     seen: dict[tuple[str, tuple[int, int, int]], Block] = {}
@@ -163,14 +126,15 @@ def _space_block_candidates(space: SearchSpace, resolution: int) -> Iterator[Blo
         for index, hw in enumerate(sizes):
             for width, mlp_ratio in itertools.product(space.widths[index], space.mlp_ratios):
                 hidden = mlp_hidden_width(width, mlp_ratio)
-                for mixer in _mixer_choices(space, width):
-                    for position in sorted({_position(mixer, 0), _position(mixer, 1)}):
-                        yield _block(mixer, width, hidden, position, hw, index)
+                for kind in space.mixers:
+                    entry = mixer_entry(kind)
+                    for mixer in entry.choices(space, width):
+                        for position in range(entry.period(mixer)):
+                            yield _block(mixer, width, hidden, position, hw, index)
                 if index == 0:
                     continue
                 for in_width, kind in itertools.product(space.widths[index - 1], space.downsamples):
-                    heads = width // space.qna_downsample_head_dim if kind == "qna" else 0
-                    yield _transition(DownsampleSpec(kind, heads), in_width, width, mlp_ratio,
+                    yield _transition(space.downsample(kind, width), in_width, width, mlp_ratio,
                                       (in_width, sizes[index - 1], sizes[index - 1]), index)
             if index + 1 in space.num_stages:
                 for width in space.widths[index]:

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import (
     CheckConstraint, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, create_engine, event, func,
-    select, tuple_,
+    select, text, tuple_,
 )
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
@@ -249,6 +249,9 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 # --------------------------------------------------------------------------------------------------------- URLs
+_SCHEMA_LOCK_KEY = 0x686E6173  # "hnas": the PostgreSQL advisory lock around creating the tables
+
+
 def _to_url(url_or_path: str | Path) -> URL:
     """A SQLAlchemy URL from a URL string or a plain filesystem path (turned into ``sqlite:///<absolute path>``)."""
     if isinstance(url_or_path, URL):
@@ -495,9 +498,11 @@ class LatencyDB:
                 f"version {SCHEMA_VERSION}; re-measure into a new file (pass another --latency-db).")
 
     def _create_schema(self) -> None:
-        # One write transaction (BEGIN IMMEDIATE on SQLite): two processes opening a new file at once do not race
-        # between "table missing?" and CREATE TABLE.
+        # One write transaction (BEGIN IMMEDIATE on SQLite; on PostgreSQL, one holding a transaction-level advisory
+        # lock): two processes opening a new table at once do not race between "table missing?" and CREATE TABLE.
         with self._session(write=True) as session:
+            if self._engine.dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
             _Base.metadata.create_all(session.connection())
             stored = session.get(TableInfoRow, _SCHEMA_VERSION_KEY)
             if stored is None:

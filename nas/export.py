@@ -32,7 +32,7 @@ from latency_tables import NETWORK_PASSES, TargetUnavailableError, open_table
 from latency_tables.files import ensure_folder, replace_dir_atomic, write_json_atomic
 from nas.onnx_export import OnnxResult, export_onnx, onnxruntime_ms
 from nas.study import TrialRecord, best_record, pareto_records, records
-from search_spaces import ArchSpec, build_model, count_flops, count_params, fold_batchnorm
+from search_spaces import ArchSpec, build_model, count_flops, count_params, fold_batchnorm, mixer_entry
 
 __all__ = ["ExportError", "Exported", "export_study", "export_record", "model_name", "choose", "plot_pareto"]
 
@@ -78,7 +78,7 @@ _MODULE = '''"""{name}: a hybrid vision backbone found by hybrid-nas (study {stu
 Predicted latency on {target}: {latency_ms:.3f} ms (budget {budget_ms:g} ms; {source}).
 Needs the model definitions of hybrid-nas (the `search_spaces` package), not its search code.
 """
-from search_spaces import ArchSpec, register_arch
+{mixer_imports}from search_spaces import ArchSpec, register_arch
 
 NAME = "{name}"
 ARCH_JSON = r"""{arch_json}"""
@@ -88,9 +88,12 @@ create_model = register_arch(NAME, SPEC, resolution={resolution})
 
 
 def _module_source(name: str, row: TrialRecord, attrs: dict) -> str:
+    modules = sorted({mixer_entry(stage.mixer.kind).module for stage in row.spec.stages} - {"search_spaces.spec"})
+    mixer_imports = "".join(f"import {module}  # registers its mixer\n" for module in modules)
     return _MODULE.format(name=name, study=attrs["study"], trial=row.number, target=attrs["target"],
                           latency_ms=row.latency_ms, budget_ms=attrs["budget_ms"], source=row.latency_source,
-                          arch_json=row.spec.to_json(), resolution=attrs.get("resolution", 224))
+                          arch_json=row.spec.to_json(), resolution=attrs.get("resolution", 224),
+                          mixer_imports=mixer_imports)
 
 
 def _measured_here(spec: ArchSpec, attrs: dict) -> str | None:

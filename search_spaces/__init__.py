@@ -5,10 +5,12 @@ Importing this package registers the reference architectures with timm as ``hnas
 """
 from __future__ import annotations
 
+from search_spaces.mixers import build_block  # importing it registers the six built-in mixers
 from search_spaces.backbone import HybridBackbone, build_model
 from search_spaces.deploy import fold_batchnorm
 from search_spaces.flops import count_flops, count_params, module_flops
 from search_spaces.reference import CIFAR_REFERENCE_ARCHS, REFERENCE_ARCHS, TINY_ARCHS
+from search_spaces.mixer_registry import MIXERS, MixerEntry, load_entry_points, mixer_entry, register_mixer
 from search_spaces.registry import MODEL_PREFIX, register_arch
 from search_spaces.space import (
     CIFAR_SPACE, DEFAULT_SPACE, MAX_RESOLUTION, MIN_RESOLUTION, SPACES, SearchSpace, SpaceError, load_space,
@@ -27,4 +29,7 @@ __all__ = [
     "HybridBackbone", "build_model", "fold_batchnorm", "register_arch", "MODEL_PREFIX",
     "REFERENCE_ARCHS", "CIFAR_REFERENCE_ARCHS", "TINY_ARCHS",
     "count_flops", "count_params", "module_flops",
+    "MixerEntry", "MIXERS", "register_mixer", "mixer_entry", "build_block",
 ]
+
+load_entry_points()  # users' own mixers (entry-point group hybrid_nas.mixers), in every process

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from search_spaces.spec import (
-    MIXER_TYPES, ArchSpec, ConvMixer, DownsampleSpec, HeadSpec, LinearMixer, MixerSpec, QnAMixer, SingleHeadMixer,
-    SpecError, StageSpec, StemSpec, StripMixer, WindowMixer,
-)
+from search_spaces.mixer_registry import mixer_entry
+from search_spaces.spec import MIXER_TYPES, ArchSpec, DownsampleSpec, HeadSpec, SpecError, StageSpec, StemSpec
 
 __all__ = ["MIN_RESOLUTION", "MAX_RESOLUTION", "SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "SPACES", "SpaceError",
            "load_space", "sample_arch", "sample_archs", "heads_for", "partial_dim_for"]
@@ -62,6 +60,10 @@ class SearchSpace:
     qna_downsample_head_dim: int = 16
     num_classes: int = 1000
     proxy_resolution: int = 64  # the data proxies' smallest input: smaller images are upsampled to it
+
+    def downsample(self, kind: str, width: int) -> DownsampleSpec:
+        """The transition of `kind` into a stage `width` wide (QnA's heads from `qna_downsample_head_dim`)."""
+        return DownsampleSpec(kind, width // self.qna_downsample_head_dim if kind == "qna" else 0)
 
     def to_dict(self) -> dict[str, Any]:
         """The space as JSON-ready data (every choice list a list), as `load_space` reads it back."""
@@ -188,39 +190,6 @@ def partial_dim_for(width: int, ratio: float) -> int:
     return max(width // 8, int(width * ratio))
 
 
-def _heads(trial: Trial, prefix: str, width: int, space: SearchSpace, even: bool = False) -> int:
-    return heads_for(width, trial.suggest_categorical(f"{prefix}_head_dim", space.head_dims), even)
-
-
-def _sample_mixer(trial: Trial, kind: str, prefix: str, width: int, space: SearchSpace) -> MixerSpec:
-    prefix = f"{prefix}_{kind}"
-    if kind == "conv":
-        variant = trial.suggest_categorical(f"{prefix}_variant", space.conv_variants)
-        if variant == "repvit":
-            return ConvMixer(kernel_size=3, variant="repvit")
-        return ConvMixer(kernel_size=trial.suggest_categorical(f"{prefix}_kernel_size", space.conv_kernel_sizes))
-    if kind == "window":
-        return WindowMixer(num_heads=_heads(trial, prefix, width, space),
-                           window_size=trial.suggest_categorical(f"{prefix}_window_size", space.window_sizes),
-                           shift=trial.suggest_categorical(f"{prefix}_shift", (True, False)))
-    if kind == "linear":
-        return LinearMixer(num_heads=_heads(trial, prefix, width, space),
-                           alternate=trial.suggest_categorical(f"{prefix}_alternate", (True, False)),
-                           window_size=trial.suggest_categorical(f"{prefix}_window_size", space.window_sizes))
-    if kind == "single_head":
-        ratio = trial.suggest_categorical(f"{prefix}_partial_ratio", space.partial_ratios)
-        return SingleHeadMixer(partial_dim=partial_dim_for(width, ratio),
-                               qk_dim=trial.suggest_categorical(f"{prefix}_qk_dim", space.qk_dims))
-    if kind == "strip":
-        return StripMixer(num_heads=_heads(trial, prefix, width, space, even=True),
-                          stripe_width=trial.suggest_categorical(f"{prefix}_stripe_width", space.stripe_widths))
-    if kind == "qna":
-        return QnAMixer(num_heads=_heads(trial, prefix, width, space),
-                        kernel_size=trial.suggest_categorical(f"{prefix}_kernel_size", space.qna_kernel_sizes),
-                        num_queries=trial.suggest_categorical(f"{prefix}_num_queries", space.qna_num_queries))
-    raise ValueError(f"unknown mixer kind {kind!r}")
-
-
 def sample_arch(trial: Trial, space: SearchSpace = DEFAULT_SPACE) -> ArchSpec:
     """Sample a valid `ArchSpec` from `space` with an Optuna trial (define-by-run).
 
@@ -235,13 +204,12 @@ def sample_arch(trial: Trial, space: SearchSpace = DEFAULT_SPACE) -> ArchSpec:
         width = trial.suggest_categorical(f"{prefix}_width", space.widths[i])
         depth = trial.suggest_categorical(f"{prefix}_depth", space.depths[i])
         mlp_ratio = trial.suggest_categorical(f"{prefix}_mlp_ratio", space.mlp_ratios)
-        mixer = _sample_mixer(trial, trial.suggest_categorical(f"{prefix}_mixer", space.mixers), prefix, width, space)
+        mixer_kind = trial.suggest_categorical(f"{prefix}_mixer", space.mixers)
+        mixer = mixer_entry(mixer_kind).sample(trial, f"{prefix}_{mixer_kind}", width, space)
         if i == 0:
             downsample = DownsampleSpec("none")
         else:
-            kind = trial.suggest_categorical(f"{prefix}_downsample", space.downsamples)
-            heads = width // space.qna_downsample_head_dim if kind == "qna" else 0
-            downsample = DownsampleSpec(kind, heads)
+            downsample = space.downsample(trial.suggest_categorical(f"{prefix}_downsample", space.downsamples), width)
         stages.append(StageSpec(mixer=mixer, width=width, depth=depth, mlp_ratio=mlp_ratio, downsample=downsample))
     return ArchSpec(stem=StemSpec(stride=stem_stride, width=stages[0].width, kind=stem_kind), stages=tuple(stages),
                     head=HeadSpec(space.num_classes))

@@ -133,8 +133,7 @@ class QnAMixer:
 
 
 MixerSpec = Union[ConvMixer, WindowMixer, LinearMixer, SingleHeadMixer, StripMixer, QnAMixer]
-MIXER_TYPES: dict[str, type] = {cls.kind: cls for cls in
-                                (ConvMixer, WindowMixer, LinearMixer, SingleHeadMixer, StripMixer, QnAMixer)}
+MIXER_TYPES: dict[str, type] = {}  # kind -> spec class, filled by search_spaces.mixer_registry.register_mixer
 
 
 # ------------------------------------------------------------------------------------------- stem, stages, head
