@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx as onnx_module
 import pytest
 import torch
 
@@ -32,13 +33,13 @@ def test_choose_best_then_spread_pareto(stored_study):
 
 def test_export_writes_complete_folders(stored_study, tmp_path):
     study, storage = stored_study
-    paths = export_study(study, tmp_path, top_k=5, storage_url=storage)
+    paths = export_study(study, tmp_path, top_k=5, storage_url=storage, onnx=False)  # ONNX: the next test
     names = [model_name("unit-study", n) for n in (3, 0, 2)]
     assert [p.name for p in paths] == names
     assert sorted(p.name for p in (tmp_path / "exports/unit-study").iterdir()) == sorted(names)  # no staging left
     best = paths[0]
     assert sorted(f.name for f in best.iterdir()) == ["MODEL_CARD.md", "arch.json", "export.json",
-                                                      f"{names[0]}.py", "model.onnx", "pareto.png"]
+                                                      f"{names[0]}.py", "pareto.png"]
     spec = TINY_ARCHS["tiny_strip"]
     assert (best / "arch.json").read_text().strip() == spec.to_json()
     meta = json.loads((best / "export.json").read_text())
@@ -50,6 +51,14 @@ def test_export_writes_complete_folders(stored_study, tmp_path):
         assert fact in card, fact
     assert "median end to end on this machine" in card  # the target is this machine (cpu): measured too
     assert (best / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_export_holds_a_checked_onnx_file_and_its_latency_here(stored_study, tmp_path):
+    study, storage = stored_study
+    (best,) = export_study(study, tmp_path, top_k=0, storage_url=storage)
+    onnx_module.checker.check_model(str(best / "model.onnx"))  # a well-formed ONNX model
+    meta = json.loads((best / "export.json").read_text())
+    card = (best / "MODEL_CARD.md").read_text()
     onnx = meta["onnx"]
     assert onnx["file"] == "model.onnx" and onnx["error"] is None and 0 <= onnx["max_abs_diff"] < 1e-4
     assert onnx["onnxruntime_ms"] > 0  # the target is this machine: onnxruntime timed too

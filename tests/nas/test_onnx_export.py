@@ -3,19 +3,33 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime
-import pytest
 import torch
 from torch import nn
 
 from nas.onnx_export import TOLERANCE, export_onnx, onnxruntime_ms
-from search_spaces import TINY_ARCHS, build_model, fold_batchnorm
+from search_spaces import (
+    MIXERS, TINY_ARCHS, ArchSpec, ConvMixer, DownsampleSpec, HeadSpec, LinearMixer, QnAMixer, SingleHeadMixer,
+    StageSpec, StemSpec, StripMixer, WindowMixer, build_model, fold_batchnorm,
+)
 
 
-@pytest.mark.parametrize("arch", sorted(TINY_ARCHS))
-def test_every_mixer_exports_with_a_dynamic_batch_and_matches_pytorch(arch: str, tmp_path) -> None:
+# One network with every mixer and every transition (one export: the exporter's own start costs seconds)
+EVERY_MIXER = ArchSpec(stem=StemSpec(4, 32, "conv"), head=HeadSpec(7), stages=(
+    StageSpec(ConvMixer(3, "repvit"), 32, 1),
+    StageSpec(WindowMixer(2, 4), 32, 2),  # shifted windows on the second block
+    StageSpec(LinearMixer(2, True, 4), 32, 2, downsample=DownsampleSpec("shvit")),  # window / linear alternate
+    StageSpec(SingleHeadMixer(8, 16), 32, 1, downsample=DownsampleSpec("none")),
+    StageSpec(StripMixer(2, 2), 32, 1, downsample=DownsampleSpec("qna", 2)),
+    StageSpec(QnAMixer(2, 3, 2), 32, 1, downsample=DownsampleSpec("conv2x2")),
+))
+
+
+def test_every_mixer_exports_with_a_dynamic_batch_and_matches_pytorch(tmp_path) -> None:
+    assert {stage.mixer.kind for stage in EVERY_MIXER.stages} == {
+        kind for kind, entry in MIXERS.items() if entry.module == "search_spaces.spec"}  # the six built-in ones
     torch.manual_seed(0)
-    model = fold_batchnorm(build_model(TINY_ARCHS[arch], num_classes=7))
-    result = export_onnx(model, 40, tmp_path / "model.onnx")  # 40 px: stages at 10, 5 and 3 positions a side
+    model = fold_batchnorm(build_model(EVERY_MIXER))
+    result = export_onnx(model, 40, tmp_path / "model.onnx")  # 40 px: stages at 10, 10, 5, 5, 3 and 2 a side
     assert result.error is None and result.path == tmp_path / "model.onnx" and result.max_abs_diff < 1e-4
     session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     images = torch.randn(5, 3, 40, 40)

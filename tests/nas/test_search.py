@@ -68,7 +68,7 @@ def _study(config: SearchConfig) -> optuna.Study:
 
 
 def test_search_end_to_end(tmp_path, budget_ms, local_ray):
-    summary = run_search(_config(tmp_path, budget_ms, onnx=True), progress=False)
+    summary = run_search(_config(tmp_path, budget_ms, onnx=True, top_k=0), progress=False)
     study = _study(_config(tmp_path, budget_ms))
     trials = study.get_trials()
     assert len(trials) == 8 and summary.trials["total"] == 8

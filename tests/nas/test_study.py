@@ -10,7 +10,7 @@ from nas import study as study_module
 from nas.config import SearchConfig
 from search_spaces import TINY_ARCHS
 from nas.study import (
-    StudyError, StudyMirror, best_record, load_study, make_sampler, metric_names, open_study,
+    STUDY_KEYS, StudyError, StudyMirror, best_record, load_study, make_sampler, metric_names, open_study,
     pareto_records, records,
 )
 from tests.conftest import STUDY_ATTRS, add_trial
@@ -75,12 +75,13 @@ def test_a_study_another_search_creates_first_is_joined_not_a_traceback(tmp_path
     """Two searches start the same new study: the one whose create loses the race resumes it, and still refuses
     one made with other settings."""
     config = _config(tmp_path)
-    open_study(config, dict(STUDY_ATTRS))  # the other search, a moment earlier
+    attrs = {**dict.fromkeys(STUDY_KEYS), **STUDY_ATTRS}  # every key a search stores: nothing left to wait for
+    open_study(config, attrs)  # the other search, a moment earlier
     monkeypatch.setattr(optuna, "get_all_study_names", lambda storage: [])  # this one looked before it existed
-    study, resumed = open_study(config, dict(STUDY_ATTRS))
+    study, resumed = open_study(config, attrs)
     assert resumed and study.user_attrs["budget_ms"] == 5.0
     with pytest.raises(StudyError, match="budget_ms=5.0"):
-        open_study(config, {**STUDY_ATTRS, "budget_ms": 7.0})
+        open_study(config, {**attrs, "budget_ms": 7.0})
 
 
 def test_load_study_lists_the_stored_names(stored_study):
