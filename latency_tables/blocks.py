@@ -99,8 +99,9 @@ def decompose(spec: ArchSpec, resolution: int) -> list[Block]:
         if stage.downsample.kind != "none" or in_width != stage.width:
             blocks.append(_transition(stage.downsample, in_width, stage.width, stage.mlp_ratio, (in_width, *in_hw),
                                       index))
-        blocks.extend(_block(stage.mixer, stage.width, stage.hidden_width, mixer_entry(stage.mixer.kind).position(stage.mixer, i), out_hw, index)
-                      for i in range(stage.depth))
+        entry = mixer_entry(stage.mixer.kind)
+        blocks.extend(_block(stage.mixer, stage.width, stage.hidden_width, entry.position(stage.mixer, i), out_hw,
+                             index) for i in range(stage.depth))
         in_width, in_hw = stage.width, out_hw
     blocks.append(Block("head", _describe(num_classes=spec.head.num_classes), (in_width, *in_hw), len(spec.stages)))
     return blocks

@@ -260,7 +260,7 @@ def _write_onnx(spec: ArchSpec, attrs: dict, folder: Path, measure: bool) -> tup
     resolution = attrs.get("resolution", 224)
     result = export_onnx(fold_batchnorm(build_model(spec)), resolution, folder / "model.onnx")
     if result.error is not None:
-        _log.warning("%s", f"model.onnx of {spec.digest()}: {result.error}")
+        _log.warning("model.onnx of %s: %s", spec.digest(), result.error)
         return result, None
     return result, onnxruntime_ms(result.path, attrs.get("batch") or 1, resolution) if measure else None
 

@@ -61,7 +61,7 @@ def export_onnx(model: nn.Module, resolution: int, path: Path, seed: int = 0) ->
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=_MAX_BATCH)},),
                               opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        (got,) = session.run(["logits"], {"images": images.numpy()})[:1]
+        (got,) = session.run(["logits"], {"images": images.numpy()})
     except Exception as error:  # the exporter's and onnxruntime's failures are many kinds; each is one line here
         path.unlink(missing_ok=True)
         return OnnxResult(None, OPSET, error=f"not exportable to ONNX: {type(error).__name__}: {_first_line(error)}")

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -309,10 +313,6 @@ def test_export_rewrites_the_searchs_summary_list_of_exports(stored_study_file, 
 
 
 def test_sigterm_during_export_leaves_whole_folders_and_says_what_it_left(stored_study_file) -> None:
-    import signal
-    import subprocess
-    import sys
-    import time
     storage, out = stored_study_file
     process = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "export", "--study", "unit-study",
                                 "--storage", storage, "--out", str(out), "--top", "5"],
