@@ -22,9 +22,12 @@ import signal
 import sys
 from pathlib import Path
 
+from common.dtypes import DTYPES
+from common.errors import UserFacingError
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2."""
+
+class UsageError(UserFacingError):
+    """Bad input to the command line itself (flags, files named on it)."""
 
 
 def _cost_row(name: str, spec, resolution: int) -> str:
@@ -55,11 +58,8 @@ def cmd_check(args: argparse.Namespace) -> None:
 
 
 def _load_space(name_or_path: str):
-    from search_spaces import SpaceError, load_space
-    try:
-        return load_space(name_or_path)
-    except SpaceError as error:
-        raise UsageError(str(error)) from None
+    from search_spaces import load_space
+    return load_space(name_or_path)
 
 
 def _read_spec(path_text: str):
@@ -77,32 +77,22 @@ def _read_spec(path_text: str):
 
 
 def _open_table(args: argparse.Namespace):
-    from latency_tables.estimate import EstimationError
-    from latency_tables.predict import open_table
-    from latency_tables.storage import LatencyDBError
-    from latency_tables.targets import UnknownTargetError
-    try:
-        table = open_table(args.target, db=args.latency_db, batch=args.batch, resolution=args.resolution,
-                           dtype=args.dtype, create=args.command == "measure", runtime=args.runtime)
-        if args.command != "measure":
-            table.require_estimable()
-        return table
-    except (UnknownTargetError, LatencyDBError, EstimationError, ValueError) as error:
-        raise UsageError(str(error)) from None
+    from latency_tables.table import open_table
+    table = open_table(args.target, db=args.latency_db, batch=args.batch, resolution=args.resolution,
+                       dtype=args.dtype, create=args.command == "measure", runtime=args.runtime)
+    if args.command != "measure":
+        table.require_estimable()
+    return table
 
 
 def cmd_measure(args: argparse.Namespace) -> None:
     from latency_tables.blocks import decompose, space_blocks
     from latency_tables.measure import quick_settings
-    from latency_tables.predict import LatencyTable
-    from latency_tables.storage import LatencyDBError
-    from latency_tables.targets import TargetUnavailableError, UnknownTargetError, current_device_string, get_target
+    from latency_tables.table import LatencyTable
+    from latency_tables.targets import current_device_string, get_target
     from search_spaces import REFERENCE_ARCHS, sample_archs
     space = _load_space(args.space)
-    try:  # refuse before any work (and before creating a table) on a machine without the target's device
-        current_device_string(get_target(args.target))
-    except (UnknownTargetError, TargetUnavailableError) as error:
-        raise UsageError(str(error)) from None
+    current_device_string(get_target(args.target))  # refused before any work, and before a table is created
     table = _open_table(args)
     if args.repeats is not None:  # a quicker, noisier table
         table = LatencyTable(table.target, table.db, quick_settings(table.settings, args.repeats))
@@ -125,10 +115,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
     missing = len(table.missing(blocks))
     print(f"{args.target} table {table.db.url}: {len(table.entries())} entries; measuring {missing} missing "
           f"of {scope} (batch {table.settings.batch}, {resolution}x{resolution}, {table.settings.dtype})")
-    try:
-        measured = table.measure_missing(blocks)
-    except (TargetUnavailableError, LatencyDBError) as error:
-        raise UsageError(str(error)) from None
+    measured = table.measure_missing(blocks)
     print(f"measured {measured} entries; the table now has {len(table.entries())}")
     if args.networks:
         _print_fit(table.fit_correction(sample_archs(args.networks, args.seed + 1000, space)))
@@ -142,23 +129,15 @@ def _print_fit(fit) -> None:
 
 
 def _refit_correction(table) -> None:
-    from latency_tables.storage import LatencyDBError
     networks = [spec for spec, _ in table.correction_networks()]
     if not networks:
         raise UsageError(f"the {table.target.name} table has no correction with stored networks to refit: fit one "
                          f"with `launch.py measure --target {table.target.name} --archs N --networks 40`")
-    try:
-        _print_fit(table.fit_correction(networks))
-    except LatencyDBError as error:
-        raise UsageError(str(error)) from None
+    _print_fit(table.fit_correction(networks))
 
 
 def _check_drift(table, sample: int) -> None:
-    from latency_tables.estimate import EstimationError
-    try:
-        drifts = [table.drift(sample), table.network_drift()]
-    except EstimationError as error:
-        raise UsageError(str(error)) from None
+    drifts = [table.drift(sample), table.network_drift()]
     for drift in filter(None, drifts):
         stored = "stored entries" if drift.what == "entries" else "networks of its additivity correction"
         print(f"{drift.timed} {stored} timed again: now {drift.ratio:.3f}x their stored times (p20 {drift.p20:.3f}x, "
@@ -194,16 +173,13 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     )
     from latency_tables.gpu_model import gpu_rates
     from latency_tables.targets import UnknownTargetError, get_target
-    from latency_tables.timm_bench import TIMM_COUNT_BATCH, BenchmarkError, count_models, read_benchmark_csv
+    from latency_tables.timm_bench import TIMM_COUNT_BATCH, count_models, read_benchmark_csv
     try:
         target = get_target(args.target)
         rates = gpu_rates(target, "fp16")
     except (UnknownTargetError, ValueError) as error:
         raise UsageError(f"{error}; calibrate fits a GPU target with public specs") from None
-    try:
-        rows = read_benchmark_csv(args.benchmarks)
-    except BenchmarkError as error:
-        raise UsageError(str(error)) from None
+    rows = read_benchmark_csv(args.benchmarks)
     print(f"{args.benchmarks}: {len(rows)} rows; counting their models on the meta device (cached)")
     counts = count_models([r.key for r in rows], progress=lambda keys: tqdm(keys, desc="counting", unit="model",
                                                                              disable=None))  # none off a terminal
@@ -232,14 +208,10 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 
 def cmd_latency(args: argparse.Namespace) -> None:
-    from nas.config import ConfigError
     from nas.search import check_table
     spec = _read_spec(args.spec)
     table = _open_table(args)
-    try:
-        fit = check_table(table, args.remeasure, args.accept_stale_table)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    fit = check_table(table, args.remeasure, args.accept_stale_table)
     prediction = table.predict(spec)
     print(f"{prediction.latency_ms:.3f} ms on {prediction.target} — {prediction.source}")
     if fit is not None:
@@ -250,17 +222,6 @@ def cmd_latency(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- search
-def _search_errors() -> tuple[type[Exception], ...]:
-    """The errors of the search floor that mean bad input or an unusable resource: one line, exit 2."""
-    from nas.config import ConfigError
-    from nas.data import DataError
-    from nas.dashboard import DashboardError
-    from nas.export import ExportError
-    from nas.search import SearchError
-    from nas.study import StudyError
-    return ConfigError, DataError, StudyError, SearchError, ExportError, DashboardError
-
-
 def _search_config(args: argparse.Namespace):
     from nas.config import SearchConfig
     return SearchConfig(target=args.target, budget_ms=args.budget, trials=args.trials, timeout_s=args.timeout,
@@ -291,11 +252,7 @@ def _print_summary(summary) -> None:
 
 def cmd_search(args: argparse.Namespace) -> None:
     from nas.search import run_search
-    try:
-        summary = run_search(_search_config(args), progress=not args.quiet,
-                             announce=lambda line: print(line, flush=True))
-    except _search_errors() as error:
-        raise UsageError(str(error)) from None
+    summary = run_search(_search_config(args), progress=not args.quiet, announce=lambda line: print(line, flush=True))
     _print_summary(summary)
 
 
@@ -307,22 +264,16 @@ def _stored_study(args: argparse.Namespace):
     if args.storage is None and not default_study_file(out).exists():
         raise UsageError(f"no study {args.study!r} under {out} (no {default_study_file(out)}); pass --storage or "
                          f"--out")
-    try:
-        return load_study(args.study, storage), out, storage
-    except _search_errors() as error:
-        raise UsageError(str(error)) from None
+    return load_study(args.study, storage), out, storage
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from latency_tables.files import write_json_atomic
+    from common.files import write_json_atomic
     from nas.export import export_study
     from nas.search import stop_on_sigterm
     study, out, storage = _stored_study(args)
-    try:
-        with stop_on_sigterm():  # `kill` stops it as Ctrl-C does: each folder whole, no staging left
-            paths = export_study(study, out, args.top, storage, args.onnx)
-    except _search_errors() as error:
-        raise UsageError(str(error)) from None
+    with stop_on_sigterm():  # `kill` stops it as Ctrl-C does: each folder whole, no staging left
+        paths = export_study(study, out, args.top, storage, args.onnx)
     if not paths:
         raise UsageError(f"study {args.study!r} has no evaluated architecture within its budget; nothing exported")
     summary_file = Path(out) / "summary.json"
@@ -339,10 +290,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_dashboard(args: argparse.Namespace) -> None:
     from nas.dashboard import serve
     _, _, storage = _stored_study(args)
-    try:
-        serve(storage, args.study, host=args.host, port=args.port, announce=lambda line: print(line, flush=True))
-    except _search_errors() as error:
-        raise UsageError(str(error)) from None
+    serve(storage, args.study, host=args.host, port=args.port, announce=lambda line: print(line, flush=True))
 
 
 def _int_at_least(minimum: int, expected: str, maximum: int | None = None):
@@ -368,7 +316,7 @@ _non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def _correction_networks(text: str) -> int:
-    from latency_tables.predict import MIN_CORRECTION_NETWORKS
+    from latency_tables.correction import MIN_CORRECTION_NETWORKS
     value = _non_negative_int(text)
     if 0 < value < MIN_CORRECTION_NETWORKS:  # refused before any block is measured, not after
         raise argparse.ArgumentTypeError(f"expected 0 (no correction) or at least {MIN_CORRECTION_NETWORKS} networks "
@@ -560,7 +508,7 @@ def _table_flags(parser: argparse.ArgumentParser) -> None:
                         "shipped in latency_tables/data/<target>.sqlite)")
     parser.add_argument("--batch", type=_positive_int, help="batch size (default 1)")
     parser.add_argument("--resolution", type=_resolution, help="square input size in pixels (default 224)")
-    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), help="default: bf16 on GPUs, fp32 on cpu")
+    parser.add_argument("--dtype", choices=DTYPES, help="default: bf16 on GPUs, fp32 on cpu")
     parser.add_argument("--runtime", choices=("eager", "compiled"), help="how the target runs the network: eager "
                         "PyTorch or torch.compile (default: compiled on GPUs, the closest to the Triton kernels "
                         "deployed; eager on cpu)")
@@ -574,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.run(args)
-    except UsageError as error:
+    except UserFacingError as error:  # every floor's bad input or unusable resource
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # Ctrl-C, or `nas.search.SearchStopped` (SIGTERM) with its signal number

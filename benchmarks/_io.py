@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from latency_tables.files import write_json_atomic, write_text_atomic
+from common.files import write_json_atomic, write_text_atomic
 
 __all__ = ["write_json_atomic", "write_text_atomic", "spearman", "kendall"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from latency_tables.measure import MeasureSettings, quick_settings
-from latency_tables.predict import default_settings
+from latency_tables.table import default_settings
 from latency_tables.targets import Target, current_device_string, get_target
 
 __all__ = ["timing_setup"]

@@ -24,7 +24,7 @@ from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from benchmarks._timing import timing_setup  # noqa: E402
 from latency_tables.blocks import decompose  # noqa: E402
 from latency_tables.measure import quick_settings, time_block, time_network  # noqa: E402
-from latency_tables.predict import weights_mb  # noqa: E402
+from latency_tables.correction import weights_mb  # noqa: E402
 from search_spaces import DEFAULT_SPACE, sample_archs  # noqa: E402
 
 FLUSH_MB = (16, 64, 256, 1024)

@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from common.dtypes import DTYPES, torch_dtype  # noqa: E402
 import kernels  # noqa: E402  (the public ops; their Triton modules are imported on the first Triton call)
 from benchmarks._io import write_json_atomic  # noqa: E402
 
@@ -66,7 +67,6 @@ _log = logging.getLogger("benchmarks.kernels")
 
 OPS = ("window_attention", "linear_attention", "single_head_attention", "strip_attention")
 IMPLS = ("triton", "eager", "compile", "sdpa", "sdpa_core")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # Per-element check |got - want| <= atol * rms(want) + rtol * |want| against the fp32 reference on the same rounded
 # inputs. atol is relative to the output's RMS: linear attention's outputs are ~0.01, so an absolute 2e-2 would pass
 # an all-zero output.
@@ -470,7 +470,7 @@ def _error_text(exc: BaseException) -> str:
 def run_case(case: Case, batch: int, settings: Settings, seed: int) -> dict[str, Any]:
     """Check and time every implementation of one case at one batch; returns the result row."""
     gen = torch.Generator(device=settings.device).manual_seed(seed)
-    dtype = DTYPES[settings.dtype_name]
+    dtype = torch_dtype(settings.dtype_name)
     workload = case.build(batch, settings.device, dtype, gen)
     op, args = workload.op, workload.args
 

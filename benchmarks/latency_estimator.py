@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.block_costs import variant_name  # noqa: E402
 from latency_tables.estimate import CALIBRATION_SAMPLE, fitted_estimator  # noqa: E402
-from latency_tables.predict import _block_from_key, open_table  # noqa: E402
+from latency_tables.table import _block_from_key, open_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

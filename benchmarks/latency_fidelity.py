@@ -40,7 +40,8 @@ import numpy as np  # noqa: E402
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.blocks import decompose  # noqa: E402
 from latency_tables.measure import quick_settings, time_networks  # noqa: E402
-from latency_tables.predict import AdditivityCorrection, LatencyTable, default_settings, open_table  # noqa: E402
+from latency_tables.correction import AdditivityCorrection  # noqa: E402
+from latency_tables.table import LatencyTable, default_settings, open_table  # noqa: E402
 from latency_tables.storage import LatencyDB  # noqa: E402
 from latency_tables.targets import current_device_string, get_target, software_versions  # noqa: E402
 from search_spaces import DEFAULT_SPACE, sample_archs  # noqa: E402

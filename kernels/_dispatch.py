@@ -25,6 +25,8 @@ from typing import Callable, Iterator, TypeVar
 import torch
 from torch.utils._pytree import tree_leaves
 
+from common.errors import UserFacingError
+
 __all__ = ["BACKEND_ENV_VAR", "BACKENDS", "KernelBackendError", "resolve_backend", "fused_kernel",
            "observe_fused_kernels", "FusedKernelObserver"]
 
@@ -41,7 +43,7 @@ _observer: contextvars.ContextVar[FusedKernelObserver | None] = contextvars.Cont
 Op = TypeVar("Op", bound=Callable[..., torch.Tensor])
 
 
-class KernelBackendError(ValueError):
+class KernelBackendError(UserFacingError, ValueError):
     """An unknown backend name was asked for."""
 
 

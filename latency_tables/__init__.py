@@ -1,18 +1,21 @@
 """Latency of architectures on a target: targets, SQLAlchemy tables of measured blocks, lookup and estimation.
 
 ``predict(spec, "a100")`` -> `Prediction` (``latency_ms``, per-stage breakdown, ``source``: measured, or estimated
-and from what). Knows specs and how to build them (search_spaces), never the search.
+and from what). Knows specs and how to build them (search_spaces), never the search. Names load on first use
+(`common.lazy`), so `latency_tables.targets` is read without torch.
 """
 from __future__ import annotations
 
-from latency_tables.blocks import Block, decompose, space_blocks
-from latency_tables.estimate import EstimationError
-from latency_tables.predict import NETWORK_PASSES, LatencyTable, Prediction, StageLatency, open_table, predict
-from latency_tables.storage import DeviceMismatchError, LatencyDB, LatencyDBError
-from latency_tables.targets import TARGETS, Target, TargetUnavailableError, UnknownTargetError, get_target
+from common.lazy import lazy_namespace
 
-__all__ = [
-    "predict", "open_table", "Prediction", "StageLatency", "LatencyTable", "Block", "decompose", "space_blocks",
-    "TARGETS", "Target", "get_target", "LatencyDB", "LatencyDBError", "DeviceMismatchError", "EstimationError",
-    "TargetUnavailableError", "UnknownTargetError", "NETWORK_PASSES",
-]
+_EXPORTS = {
+    **dict.fromkeys(("Block", "decompose", "space_blocks"), "blocks"),
+    "EstimationError": "estimate",
+    **dict.fromkeys(("NETWORK_PASSES", "LatencyTable", "Prediction", "StageLatency", "open_table", "predict"),
+                    "table"),
+    **dict.fromkeys(("DeviceMismatchError", "LatencyDB", "LatencyDBError"), "storage"),
+    **dict.fromkeys(("TARGETS", "Target", "TargetUnavailableError", "UnknownTargetError", "get_target"), "targets"),
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS)

@@ -28,8 +28,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from common.files import write_bytes_atomic
 from latency_tables.blocks import Block, decompose
-from latency_tables.files import write_bytes_atomic
 from latency_tables.counting import OP_CLASSES
 from latency_tables.profile import CostProfile, ProfileError, profile_module
 from search_spaces import ArchSpec, fold_batchnorm, module_flops

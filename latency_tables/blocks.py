@@ -20,7 +20,7 @@ from search_spaces import ArchSpec, DownsampleSpec, SearchSpace, StemSpec
 from search_spaces.mixers import build_block
 from search_spaces.mixers.common import timm
 from search_spaces.mixer_registry import mixer_entry
-from search_spaces.spec import MIXER_TYPES, MixerSpec, mlp_hidden_width
+from search_spaces.spec import MixerSpec, mixer_types, mlp_hidden_width
 from search_spaces.transitions import build_stem, build_transition
 
 __all__ = ["Block", "decompose", "space_blocks"]
@@ -53,7 +53,7 @@ class Block:
                                     data["mlp_ratio"])
         if self.role == "block":
             mixer_data = dict(data["mixer"])
-            mixer = MIXER_TYPES[mixer_data.pop("kind")](**mixer_data)
+            mixer = mixer_types()[mixer_data.pop("kind")](**mixer_data)
             return build_block(data["width"], mixer, data["hidden"], data["position"])
         return timm.layers.NormMlpClassifierHead(self.in_shape[0], data["num_classes"], pool_type="avg",
                                                  norm_layer="layernorm2d")

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.errors import UserFacingError
+from common.files import write_json_atomic
 from latency_tables.counting import COMPUTE_CLASSES, OP_CLASSES
-from latency_tables.files import write_json_atomic
 from latency_tables.gpu_model import Calibration, GpuRates, profile_seconds
 from latency_tables.profile import CostProfile
 
@@ -36,7 +37,7 @@ KERNEL_FLOPS_UNIT = 1e8  # kernel_flops is fitted in this unit, so every log par
 LOG_BOUNDS = (-30.0, 30.0)  # a parameter the data do not support (a per-kernel cost of ~0) stays finite, > 0
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UserFacingError, ValueError):
     """A calibration cannot be fitted or read; the message says why in one line."""
 
 

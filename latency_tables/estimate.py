@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.errors import UserFacingError
 from latency_tables.block_costs import block_costs, profile_for, variant_name
 from latency_tables.blocks import Block
 from latency_tables.calibration import (
@@ -40,7 +41,7 @@ PER_CLASS_MIN_ENTRIES = 100
 NOMINAL_RATES = GpuRates(np.full(len(OP_CLASSES), 1e11), 1e10, 1e11)
 
 
-class EstimationError(ValueError):
+class EstimationError(UserFacingError, ValueError):
     """No estimate can be made (e.g. a CPU target without measured entries to fit on)."""
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from latency_tables.predict import NETWORK_PASSES, Drift, LatencyTable
+from latency_tables.table import NETWORK_PASSES, Drift, LatencyTable
 from latency_tables.targets import current_device_string
 
 __all__ = ["FIT_TOLERANCE", "FRESH_S", "TableFit", "check_fit", "remeasure_seconds", "about"]

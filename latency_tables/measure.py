@@ -16,13 +16,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from common.dtypes import torch_dtype
 from latency_tables.blocks import Block
 from search_spaces import ArchSpec, build_model, fold_batchnorm
 
 __all__ = ["MeasureSettings", "Timing", "quick_settings", "time_block", "time_callable", "time_module", "time_network",
-           "time_networks", "combine_passes", "DTYPES"]
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+           "time_networks", "combine_passes"]
 
 
 @dataclass(frozen=True)
@@ -126,10 +125,10 @@ def time_module(module: nn.Module, example: torch.Tensor, settings: MeasureSetti
                 device: torch.device | None = None) -> Timing:
     """Time ``module(example)`` in eval mode and `settings.dtype` on `device` (default: the example's)."""
     device = device or example.device
-    module = module.to(device=device, dtype=DTYPES[settings.dtype]).eval()
+    module = module.to(device=device, dtype=torch_dtype(settings.dtype)).eval()
     if settings.runtime == "compiled":
         module = torch.compile(module)
-    example = example.to(device=device, dtype=DTYPES[settings.dtype])
+    example = example.to(device=device, dtype=torch_dtype(settings.dtype))
     before_each = _cache_flusher(example, settings.flush_cache_mb) if device.type == "cpu" else None
     with torch.inference_mode():
         return time_callable(lambda: module(example), settings, device, before_each)

@@ -36,7 +36,8 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from latency_tables.targets import DTYPES
+from common.dtypes import DTYPES
+from common.errors import UserFacingError
 
 __all__ = [
     "SCHEMA_VERSION", "IMPLEMENTATIONS", "LatencyDBError", "DeviceMismatchError", "InvalidEntryError", "EntryKey",
@@ -57,7 +58,7 @@ _READ_CHUNK = 50
 _BEGIN_OPTION = "latency_tables_begin"  # execution option carrying the SQLite BEGIN statement of a session
 
 
-class LatencyDBError(RuntimeError):
+class LatencyDBError(UserFacingError, RuntimeError):
     """The latency database cannot be opened, read or written; the message names it and what to do."""
 
 

@@ -22,22 +22,24 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
+from common.dtypes import DTYPES, PEAK_FLOPS_DTYPES
+from common.errors import UserFacingError
+
 __all__ = [
-    "DTYPES", "Target", "TARGETS", "UnknownTargetError", "TargetUnavailableError", "get_target",
+    "Target", "TARGETS", "UnknownTargetError", "TargetUnavailableError", "get_target",
     "target_for_device_name", "current_device_string", "local_cores", "software_versions",
 ]
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("fp32", "tf32", "fp16", "bf16")
 KINDS = ("gpu", "cpu")
 
 
-class UnknownTargetError(ValueError):
+class UnknownTargetError(UserFacingError, ValueError):
     """A target name is not in `TARGETS`; the message lists the known names."""
 
 
-class TargetUnavailableError(RuntimeError):
+class TargetUnavailableError(UserFacingError, RuntimeError):
     """The target's device is not present on this machine, so nothing can be measured for it here."""
 
 
@@ -45,7 +47,7 @@ class TargetUnavailableError(RuntimeError):
 class Target:
     """One kind of device latency tables are built for, with the public facts the roofline estimate uses.
 
-    ``peak_flops`` maps each of `DTYPES` to dense peak FLOP/s (``None``: unsupported or unknown). ``memory_gib`` is
+    ``peak_flops`` maps each of `PEAK_FLOPS_DTYPES` to dense peak FLOP/s (``None``: unsupported or unknown). ``memory_gib`` is
     the vendor's marketed capacity (NVIDIA's "80GB" HBM is 80 GiB). ``device_patterns`` are lower-case regular
     expressions searched in ``torch.cuda.get_device_name().lower()``.
     """
@@ -70,10 +72,10 @@ class Target:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"target {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
-        unknown = set(self.peak_flops) - set(DTYPES)
-        missing = set(DTYPES) - set(self.peak_flops)
+        unknown = set(self.peak_flops) - set(PEAK_FLOPS_DTYPES)
+        missing = set(PEAK_FLOPS_DTYPES) - set(self.peak_flops)
         if unknown or missing:
-            raise ValueError(f"target {self.name!r}: peak_flops needs exactly the keys {DTYPES}; "
+            raise ValueError(f"target {self.name!r}: peak_flops needs exactly the keys {PEAK_FLOPS_DTYPES}; "
                              f"unknown {sorted(unknown)}, missing {sorted(missing)}")
         if self.default_dtype not in DTYPES:
             raise ValueError(f"target {self.name!r}: default_dtype must be one of {DTYPES}, got {self.default_dtype!r}")

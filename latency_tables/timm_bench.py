@@ -20,7 +20,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from latency_tables.files import write_bytes_atomic
+from common.errors import UserFacingError
+from common.files import write_bytes_atomic
 from latency_tables.counting import RUNTIMES
 from latency_tables.profile import CostProfile, ProfileError, profile_module
 from search_spaces._compat import import_timm
@@ -34,7 +35,7 @@ TIMM_COUNT_BATCH = 2  # profiles from batch 2 up (batch 1 skips copies some mode
 REQUIRED_COLUMNS = ("model", "infer_img_size", "infer_batch_size", "infer_step_time")
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(UserFacingError, ValueError):
     """A benchmark CSV cannot be used; the message names the file, and the row or column."""
 
 

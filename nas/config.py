@@ -12,9 +12,14 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from common.errors import UserFacingError
 from latency_tables.targets import local_cores
-from search_spaces import MAX_RESOLUTION, MIN_RESOLUTION, SearchSpace
+from search_spaces import MAX_RESOLUTION, MIN_RESOLUTION  # spec constants: no torch import (--help stays quick)
+
+if TYPE_CHECKING:
+    from search_spaces import SearchSpace
 
 __all__ = [
     "ConfigError", "SearchConfig", "SAMPLERS", "PRUNERS", "OBJECTIVES", "parse_latency_ms", "format_ms", "default_out",
@@ -40,7 +45,7 @@ _LATENCY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|us|µs)\s*$", re.IGNOREC
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserFacingError, ValueError):
     """A search setting is invalid; the message is one line a user can act on."""
 
 

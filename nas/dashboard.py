@@ -8,12 +8,13 @@ from __future__ import annotations
 import socket
 from typing import Callable
 
+from common.errors import UserFacingError
 from nas.study import load_study
 
 __all__ = ["DashboardError", "study_url", "check_port", "serve"]
 
 
-class DashboardError(RuntimeError):
+class DashboardError(UserFacingError, RuntimeError):
     """The dashboard cannot start (port taken, bad host); one line says why."""
 
 

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.errors import UserFacingError
+
 __all__ = ["ImageData", "DataError", "load_data", "batches", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ TEST_SPLIT_NAMES = ("val", "test")  # ImageFolder: the first one present is the 
 CIFAR_MARKERS = ("data_batch_1", "batches.meta", "test_batch")
 
 
-class DataError(ValueError):
+class DataError(UserFacingError, ValueError):
     """The data at a path cannot be used; the message is one line naming the path and what is wrong."""
 
 

@@ -86,7 +86,7 @@ def evaluate(request: EvalRequest, data: ProxyData | None = None, report: Report
             if data is None:
                 raise ProxyError(f"proxy {request.proxy!r} needs data and none was given")
             kwargs["num_classes"] = data.num_classes
-            if request.proxy == "short_train":
+            if not proxy.needs_minibatch:  # a training proxy: the splits
                 kwargs.update(train_data=(data.x_train, data.y_train), test_data=(data.x_test, data.y_test),
                               report=report)
             else:

@@ -28,8 +28,9 @@ from pathlib import Path
 import optuna
 import torch
 
+from common.errors import UserFacingError
+from common.files import ensure_folder, replace_dir_atomic, write_json_atomic
 from latency_tables import NETWORK_PASSES, TargetUnavailableError, open_table
-from latency_tables.files import ensure_folder, replace_dir_atomic, write_json_atomic
 from nas.onnx_export import OnnxResult, export_onnx, onnxruntime_ms
 from nas.study import TrialRecord, best_record, pareto_records, records
 from search_spaces import ArchSpec, build_model, count_flops, count_params, fold_batchnorm, mixer_entry
@@ -39,7 +40,7 @@ __all__ = ["ExportError", "Exported", "export_study", "export_record", "model_na
 _log = logging.getLogger(__name__)
 
 
-class ExportError(RuntimeError):
+class ExportError(UserFacingError, RuntimeError):
     """Nothing to export (no feasible trial), or the export folder cannot be written."""
 
 

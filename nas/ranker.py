@@ -18,6 +18,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.stats import spearmanr
 
+from common.errors import UserFacingError
+
 __all__ = ["Ranker", "RankerError", "fit_ranker", "load_ranker", "MIN_LABELS", "RIDGE_ALPHAS", "SHIPPED_RANKER"]
 
 MIN_LABELS = 8  # fewer labelled networks than this cannot choose a ridge strength by leave-one-out
@@ -25,7 +27,7 @@ RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 SHIPPED_RANKER = Path(__file__).with_name("rankers") / "cifar.json"
 
 
-class RankerError(ValueError):
+class RankerError(UserFacingError, ValueError):
     """A ranker that cannot be fitted, read or applied; the message is one line for the user."""
 
 

@@ -39,10 +39,11 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from common.errors import UserFacingError
+from common.files import ensure_folder, write_json_atomic
 from latency_tables import (EstimationError, LatencyDBError, LatencyTable, Prediction, TargetUnavailableError,
                             UnknownTargetError, open_table)
 from latency_tables.block_costs import architecture_totals
-from latency_tables.files import ensure_folder, write_json_atomic
 from latency_tables.freshness import TableFit, about, check_fit, remeasure_seconds
 from nas.config import ConfigError, SearchConfig
 from nas.data import load_data
@@ -64,7 +65,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 Evaluator = Callable[[EvalRequest, "ProxyData | None"], Outcome]
 
 
-class SearchError(RuntimeError):
+class SearchError(UserFacingError, RuntimeError):
     """The search cannot start or go on (Ray unreachable, latency table unusable...); one line says why."""
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
+from common.errors import UserFacingError
 from nas.config import ConfigError, SearchConfig
 from search_spaces import ArchSpec
 
@@ -44,7 +45,7 @@ STUDY_KEYS = ("space", "target", "budget_ms", "objective", "proxy", "batch", "re
 NSGA2_POPULATION = 24  # small enough that 100 trials make four generations; more trials, larger populations
 
 
-class StudyError(RuntimeError):
+class StudyError(UserFacingError, RuntimeError):
     """A study cannot be created, resumed or read; the message says which study and why."""
 
 

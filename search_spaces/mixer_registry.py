@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from search_spaces.spec import MIXER_TYPES, SpecError
+from search_spaces.spec import MIXER_TYPES, SpecError, mixer_types
 
 if TYPE_CHECKING:
     from torch import nn
@@ -84,6 +84,7 @@ def register_mixer(entry: MixerEntry, replace: bool = False) -> MixerEntry:
 
 def mixer_entry(kind: str) -> MixerEntry:
     """The registered entry of `kind`; `SpecError` listing the known kinds otherwise."""
+    mixer_types()  # the built-ins and plug-ins, registered on first use
     try:
         return MIXERS[kind]
     except KeyError:

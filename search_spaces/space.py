@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from search_spaces.mixer_registry import mixer_entry
-from search_spaces.spec import MIXER_TYPES, ArchSpec, DownsampleSpec, HeadSpec, SpecError, StageSpec, StemSpec
+from search_spaces.spec import (
+    MAX_RESOLUTION, MIN_RESOLUTION, ArchSpec, DownsampleSpec, HeadSpec, SpecError, StageSpec, StemSpec, mixer_types,
+)
 
 __all__ = ["MIN_RESOLUTION", "MAX_RESOLUTION", "SearchSpace", "DEFAULT_SPACE", "CIFAR_SPACE", "SPACES", "SpaceError",
            "load_space", "sample_arch", "sample_archs", "heads_for", "partial_dim_for"]
 
 
-# Input sizes the backbones are built for: below 16 px every stage map is 1x1 padding; above 2048 px one image's
-# activations at stride 4 pass a gigabyte per channel group (a typo, not a backbone).
-MIN_RESOLUTION, MAX_RESOLUTION = 16, 2048
 
 
 class SpaceError(SpecError):
@@ -91,7 +90,7 @@ class SearchSpace:
 
     def validate(self) -> None:
         """`SpaceError` unless every choice is one the specs accept and every sampled point is a valid `ArchSpec`."""
-        _choices_within(self.mixers, tuple(MIXER_TYPES), "mixers")
+        _choices_within(self.mixers, tuple(mixer_types()), "mixers")
         _choices_within(self.downsamples, ("conv2x2", "shvit", "qna"), "downsamples")
         _choices_within(self.stem_kinds, ("patch", "conv"), "stem_kinds")
         _choices_within(self.stem_strides, (4, 8, 16), "stem_strides")

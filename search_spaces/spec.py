@@ -14,9 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
+from common.errors import UserFacingError
+
 __all__ = [
     "SCHEMA_VERSION", "SpecError", "ConvMixer", "WindowMixer", "LinearMixer", "SingleHeadMixer", "StripMixer",
-    "QnAMixer", "MixerSpec", "MIXER_TYPES", "StemSpec", "DownsampleSpec", "StageSpec", "HeadSpec", "ArchSpec",
+    "QnAMixer", "MixerSpec", "MIXER_TYPES", "mixer_types", "MIN_RESOLUTION", "MAX_RESOLUTION", "StemSpec", "DownsampleSpec", "StageSpec", "HeadSpec", "ArchSpec",
 ]
 
 SCHEMA_VERSION = 1
@@ -25,7 +27,7 @@ MAX_WIDTH = 4096
 MAX_DEPTH = 64
 
 
-class SpecError(ValueError):
+class SpecError(UserFacingError, ValueError):
     """An architecture specification is invalid; the message names the field and the accepted values."""
 
 
@@ -134,6 +136,16 @@ class QnAMixer:
 
 MixerSpec = Union[ConvMixer, WindowMixer, LinearMixer, SingleHeadMixer, StripMixer, QnAMixer]
 MIXER_TYPES: dict[str, type] = {}  # kind -> spec class, filled by search_spaces.mixer_registry.register_mixer
+# Input sizes the backbones are built for: below 16 px every stage map is 1x1 padding; above 2048 px one image's
+# activations at stride 4 pass a gigabyte per channel group (a typo, not a backbone).
+MIN_RESOLUTION, MAX_RESOLUTION = 16, 2048
+
+
+def mixer_types() -> dict[str, type]:
+    """`MIXER_TYPES` with the built-in mixers and users' plug-ins registered: the first call imports
+    `search_spaces.mixers`, which registers them, so reading a spec needs no import before it."""
+    import search_spaces.mixers  # noqa: F401
+    return MIXER_TYPES
 
 
 # ------------------------------------------------------------------------------------------- stem, stages, head
@@ -189,7 +201,7 @@ class StageSpec:
         _require(isinstance(self.mlp_ratio, (int, float)) and not isinstance(self.mlp_ratio, bool)
                  and 0.5 <= self.mlp_ratio <= 8, f"{field}.mlp_ratio", f"must be a number in [0.5, 8], got "
                                                                        f"{self.mlp_ratio!r}")
-        _require(isinstance(self.mixer, tuple(MIXER_TYPES.values())), f"{field}.mixer",
+        _require(isinstance(self.mixer, tuple(mixer_types().values())), f"{field}.mixer",
                  f"must be one of the mixer specs {sorted(MIXER_TYPES)}, got {type(self.mixer).__name__}")
         self.mixer.validate(self.width, f"{field}.mixer")
         _require(isinstance(self.downsample, DownsampleSpec), f"{field}.downsample",
@@ -320,7 +332,7 @@ def _stage_from_dict(data: Any, field: str) -> StageSpec:
     _require(isinstance(mixer_data, dict), f"{field}.mixer", "must be a JSON object with a 'kind'")
     mixer_data = dict(mixer_data)
     kind = mixer_data.pop("kind", None)
-    _check_choice(kind, f"{field}.mixer.kind", tuple(MIXER_TYPES))
+    _check_choice(kind, f"{field}.mixer.kind", tuple(mixer_types()))
     mixer = _build(MIXER_TYPES[kind], mixer_data, f"{field}.mixer")
     downsample = _build(DownsampleSpec, data.get("downsample", {"kind": "none"}), f"{field}.downsample")
     fields = {key: value for key, value in data.items() if key not in ("mixer", "downsample")}

@@ -1,11 +1,11 @@
-"""The floors (docs/ARCHITECTURE.md): launch -> nas -> latency_tables -> search_spaces -> kernels; none imports up."""
+"""The floors (docs/ARCHITECTURE.md): launch -> nas -> latency_tables -> search_spaces -> kernels -> common; none imports up."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOORS = ("kernels", "search_spaces", "latency_tables", "nas")  # lowest first; launch.py sits on top
+FLOORS = ("common", "kernels", "search_spaces", "latency_tables", "nas")  # lowest first; launch.py sits on top
 
 
 def _imported_packages(path: Path) -> set[str]:

@@ -8,7 +8,7 @@ from typing import Iterator
 
 from torch import nn
 
-from search_spaces.mixer_registry import MixerEntry, mixer_entry, register_mixer
+from search_spaces.mixer_registry import MixerEntry, load_entry_points, mixer_entry, register_mixer
 from search_spaces.mixers.conv import build_conv_block
 from search_spaces.mixers.linear import build_linear_block
 from search_spaces.mixers.qna import QnADownsample, build_qna_block
@@ -116,3 +116,4 @@ for _entry in (
     MixerEntry(QnAMixer, build_qna_block, _sample_qna, _qna_choices),
 ):
     register_mixer(_entry)
+load_entry_points()  # users' own mixers (entry-point group hybrid_nas.mixers), after the built-ins

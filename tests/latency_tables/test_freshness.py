@@ -10,12 +10,12 @@ import pytest
 from latency_tables.blocks import decompose
 from latency_tables.freshness import FIT_TOLERANCE, check_fit, remeasure_seconds
 from latency_tables.measure import Timing
-from latency_tables.predict import LatencyTable, default_settings
+from latency_tables.table import LatencyTable, default_settings
 from latency_tables.storage import LatencyDB, Measurement
 from latency_tables.targets import current_device_string, get_target
 from search_spaces import TINY_ARCHS
 
-predict_module = importlib.import_module("latency_tables.predict")
+predict_module = importlib.import_module("latency_tables.table")
 RESOLUTION = 32
 SPECS = [TINY_ARCHS[name] for name in ("tiny_window", "tiny_conv", "tiny_strip")]
 WEEK_AGO = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=7)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from latency_tables.targets import (
-    DTYPES, TARGETS, Target, TargetUnavailableError, UnknownTargetError, current_device_string, get_target,
+    PEAK_FLOPS_DTYPES, TARGETS, Target, TargetUnavailableError, UnknownTargetError, current_device_string, get_target,
     software_versions, target_for_device_name,
 )
 
@@ -16,7 +16,7 @@ from latency_tables.targets import (
 def test_target_facts_are_sane(name: str) -> None:
     target = TARGETS[name]
     assert target.name == name
-    assert set(target.peak_flops) == set(DTYPES)
+    assert set(target.peak_flops) == set(PEAK_FLOPS_DTYPES)
     assert target.default_batch == 1 and target.default_resolution == 224
     assert all(pattern == pattern.lower() for pattern in target.device_patterns)
     if target.kind == "cpu":

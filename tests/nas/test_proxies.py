@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas import proxies
+from nas.proxies import scoring
 from nas.proxies import (DATA_FREE, LOOKUPS, PROXIES, RANKER_FEATURES, ProxyError, TrainRecipe, az_nas_components,
                          lookup_score, score, short_train)
 from nas.ranker import load_ranker
@@ -294,7 +295,7 @@ class _NaNOutput(nn.Module):
 
 @pytest.mark.parametrize("name", ["synflow", *DATA_PROXIES])
 def test_a_network_with_nan_outputs_raises_proxy_error(name: str, batch, random_splits, monkeypatch) -> None:
-    monkeypatch.setattr(proxies, "build_model",
+    monkeypatch.setattr(scoring, "build_model",
                         lambda spec, num_classes=None: _NaNOutput(build_model(spec, num_classes)))
     with pytest.raises(ProxyError, match="not finite|nan"):
         _score_all(name, TINY_ARCHS["tiny_conv"], *batch, random_splits)

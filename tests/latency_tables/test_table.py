@@ -2,22 +2,21 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import random
 
 import pytest
 
+from latency_tables import table as table_module
 from latency_tables.block_costs import COUNTS_FILE
 from latency_tables.blocks import decompose
+from latency_tables.correction import activations_mb, weights_mb
 from latency_tables.estimate import EstimationError
 from latency_tables.measure import Timing
-from latency_tables.predict import LatencyTable, activations_mb, default_settings, weights_mb
 from latency_tables.storage import LatencyDB
+from latency_tables.table import LatencyTable, default_settings
 from latency_tables.targets import TargetUnavailableError, get_target
-from search_spaces import REFERENCE_ARCHS, TINY_ARCHS, build_model
-
-predict_module = importlib.import_module("latency_tables.predict")  # the package re-exports a function of that name
+from search_spaces import REFERENCE_ARCHS, TINY_ARCHS
 
 
 def _table(tmp_path, target: str = "cpu", resolution: int = 32) -> LatencyTable:
@@ -56,15 +55,15 @@ def test_partly_measured_prediction_says_so(tmp_path) -> None:
 def test_a_cpu_table_without_entries_at_its_settings_names_the_measure_command_that_fills_it(tmp_path) -> None:
     with pytest.raises(EstimationError, match=rf"measure --target cpu --latency-db {tmp_path / 'cpu.sqlite'} "):
         _table(tmp_path).require_estimable()  # an empty table of the user's: its own --latency-db
-    shipped = predict_module.open_table("cpu", dtype="fp16", batch=3, resolution=32, create=False)
+    shipped = table_module.open_table("cpu", dtype="fp16", batch=3, resolution=32, create=False)
     with pytest.raises(EstimationError, match=r"0 entries at fp16, batch 3, .*measure --target cpu --dtype fp16 "
                                               r"--batch 3 --archs 20\)$"):
         shipped.require_estimable()  # the shipped table: no --latency-db in the hint
-    predict_module.open_table("cpu", resolution=32, create=False).require_estimable()  # the shipped settings
+    table_module.open_table("cpu", resolution=32, create=False).require_estimable()  # the shipped settings
 
 
 def test_a100_without_measurements_is_estimated_from_the_shipped_calibration(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(predict_module, "default_db_path", lambda name: tmp_path / f"shipped-{name}.sqlite")
+    monkeypatch.setattr(table_module, "default_db_path", lambda name: tmp_path / f"shipped-{name}.sqlite")
     table = _table(tmp_path, "a100", resolution=64)
     prediction = table.predict(TINY_ARCHS["tiny_strip"])
     assert prediction.source.startswith("estimated: compiled runtime, calibrated on public timm benchmarks of ")
@@ -101,29 +100,6 @@ def test_reference_archs_decompose_at_224() -> None:
         assert sum(b.role == "block" for b in decompose(spec, 224)) == sum(s.depth for s in spec.stages)
 
 
-def test_additivity_correction_recovers_scale_and_per_mb_costs() -> None:
-    from latency_tables.predict import AdditivityCorrection
-    shapes = [(10.0, 12.5, 3.1), (25.0, 41.0, 2.2), (4.0, 3.3, 0.7), (60.0, 88.0, 9.4), (8.0, 7.0, 5.5)]
-    samples = [(s, w, a, 1.06 * s + 0.035 * w + 0.4 * a) for s, w, a in shapes]
-    fit = AdditivityCorrection.fit(samples)
-    assert fit.scale == pytest.approx(1.06, rel=1e-6) and fit.ms_per_weight_mb == pytest.approx(0.035, rel=1e-5)
-    assert fit.ms_per_activation_mb == pytest.approx(0.4, rel=1e-5)
-    assert fit.block_ms(2.0, 10.0, 0.5) == pytest.approx(2.12 + 0.35 + 0.2)
-    assert fit.median_abs_err_after < 1e-9 < fit.median_abs_err_before
-    with pytest.raises(EstimationError, match="at least 3 networks"):
-        AdditivityCorrection.fit(samples[:2])
-
-
-def test_a_per_mb_cost_that_fits_negative_is_dropped_and_the_rest_refit() -> None:
-    from latency_tables.predict import AdditivityCorrection
-    shapes = [(10.0, 12.5, 3.1), (25.0, 41.0, 2.2), (4.0, 3.3, 0.7), (60.0, 88.0, 9.4), (8.0, 7.0, 5.5)]
-    fit = AdditivityCorrection.fit([(s, w, a, 1.2 * s - 0.01 * w + 0.3 * a) for s, w, a in shapes])
-    assert fit.ms_per_weight_mb == 0.0 and fit.scale > 0 and fit.ms_per_activation_mb >= 0
-    both_negative = AdditivityCorrection.fit([(s, w, a, 1.3 * s - 0.02 * w - 0.5 * a) for s, w, a in shapes])
-    assert both_negative.ms_per_activation_mb == 0.0  # the more negative term goes first; the others refit
-    assert both_negative.ms_per_weight_mb >= 0.0 and both_negative.scale > 0
-
-
 @pytest.mark.parametrize("old_fit", [
     {"scale": 1.2, "per_block_ms": 0.0},
     {"scale": 1.146, "per_weight_mb": 0.0004},  # network = sum x (scale + per_weight_mb x MB), until 2026-11-21
@@ -133,21 +109,6 @@ def test_an_older_stored_correction_is_ignored_not_fatal(tmp_path, old_fit) -> N
     old = {"fit": {**old_fit, "networks": 3, "median_abs_err_before": 0.1, "median_abs_err_after": 0.05}}
     table.db.set_info(table._correction_key, json.dumps(old))
     assert _table(tmp_path).correction() is None
-
-
-def test_weights_mb_counts_every_blocks_parameters() -> None:
-    spec = TINY_ARCHS["tiny_window"]
-    params = sum(p.numel() for p in build_model(spec).parameters())
-    assert weights_mb(decompose(spec, 32), "fp32") == pytest.approx(params * 4 / 2**20)
-    assert weights_mb(decompose(spec, 32), "bf16") == pytest.approx(params * 2 / 2**20)
-
-
-def test_activations_mb_sums_the_blocks_inputs_at_the_batch() -> None:
-    blocks = decompose(TINY_ARCHS["tiny_window"], 37)
-    assert blocks[0].in_shape == (3, 37, 37)
-    elements = sum(b.in_shape[0] * b.in_shape[1] * b.in_shape[2] for b in blocks)
-    assert activations_mb(blocks, 3, "fp32") == pytest.approx(3 * elements * 4 / 2**20)
-    assert activations_mb(blocks[:1], 1, "bf16") == pytest.approx(3 * 37 * 37 * 2 / 2**20)
 
 
 def test_fitted_correction_is_stored_and_applied(tmp_path) -> None:
@@ -225,8 +186,8 @@ def test_entries_are_the_median_of_passes_over_a_chunk(tmp_path, monkeypatch) ->
     def fake_time_block(block, settings, device):  # block i's passes take (i + 1) x 1, 10, 3 ms
         calls.append(block.key)
         return Timing((index[block.key] + 1) * [1.0, 10.0, 3.0][calls.count(block.key) - 1], 0.5, 99.0, 10)
-    monkeypatch.setattr(predict_module, "MEASURE_CHUNK", 2)
-    monkeypatch.setattr(predict_module, "time_block", fake_time_block)
+    monkeypatch.setattr(table_module, "MEASURE_CHUNK", 2)
+    monkeypatch.setattr(table_module, "time_block", fake_time_block)
     assert table.measure_missing(blocks, progress=False) == len(blocks)
     order = [b.key for b in blocks]
     random.Random(0).shuffle(order)  # measured in a seeded shuffled order, not the listed one
@@ -240,7 +201,7 @@ def test_entries_are_the_median_of_passes_over_a_chunk(tmp_path, monkeypatch) ->
 
 def test_measure_network_takes_the_median_of_its_passes(tmp_path, monkeypatch) -> None:
     timings = iter([Timing(5.0, 4.0, 6.0, 10), Timing(9.0, 8.0, 9.5, 10), Timing(7.0, 6.5, 7.5, 12)])
-    monkeypatch.setattr(predict_module, "time_network", lambda spec, settings, device: next(timings))
+    monkeypatch.setattr(table_module, "time_network", lambda spec, settings, device: next(timings))
     table = _table(tmp_path)
     assert table.measure_network(TINY_ARCHS["tiny_window"], passes=3) == Timing(7.0, 6.5, 7.5, 32)
     with pytest.raises(ValueError, match="passes must be >= 1"):

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import logging
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,25 +19,31 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from latency_tables.block_costs import block_costs, variant_name
+from common.dtypes import DTYPES
+from common.errors import UserFacingError
+from latency_tables.block_costs import variant_name
 from latency_tables.blocks import Block, decompose
+from latency_tables.correction import (MIN_CORRECTION_NETWORKS, AdditivityCorrection, activations_mb,
+                                       weights_mb)
 from latency_tables.counting import RUNTIMES
 from latency_tables.estimate import EstimationError, Estimator, calibrated_estimator, fitted_estimator
-from latency_tables.measure import (DTYPES, MeasureSettings, Timing, combine_passes, time_block, time_network,
+from latency_tables.measure import (MeasureSettings, Timing, combine_passes, time_block, time_network,
                                    time_networks)
 from latency_tables.storage import EntryKey, LatencyDB, Measurement, default_db_path
 from latency_tables.targets import Target, current_device_string, get_target, software_versions
 from search_spaces import ArchSpec
 
 __all__ = ["AdditivityCorrection", "BlockLatency", "Drift", "StageLatency", "Prediction", "LatencyTable", "predict",
-           "open_table", "weights_mb", "activations_mb", "NETWORK_PASSES", "MIN_CORRECTION_NETWORKS"]
+           "open_table", "weights_mb", "activations_mb", "NETWORK_PASSES", "MIN_CORRECTION_NETWORKS", "SettingsError"]
 
 _log = logging.getLogger(__name__)
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
-MIN_CORRECTION_NETWORKS = 3  # networks measured end to end that the additivity correction's 3 terms need
 NETWORK_PASSES = 3  # timings per network: correction fit (`time_networks`), exported model cards (`measure_network`)
 CPU_ENTRY_PASSES = 3  # timings per cpu entry (`MeasureSettings.passes`); GPU timings (do_bench) are steady
 MEASURE_CHUNK = 48  # blocks timed pass after pass together: the passes of an entry lie ~10 s apart on a CPU
+
+
+class SettingsError(UserFacingError, ValueError):
+    """A table setting (dtype, runtime) the project does not know."""
 
 
 @dataclass(frozen=True)
@@ -75,65 +80,6 @@ class Prediction:
 
 
 @dataclass(frozen=True)
-class AdditivityCorrection:
-    """``network_ms = scale * sum(entries) + ms_per_weight_mb * weights MB + ms_per_activation_mb * activations MB``,
-    fitted on networks measured end to end on the table's device. Weights are the network's parameters, activations
-    the sum of its blocks' input tensors, both in MB (2**20 bytes) of the table's dtype at its batch.
-
-    Why: a block timed alone finds its weights and its input in the cache (it ran a moment ago); inside a network
-    the other blocks' weights and activations evict them, so each block also pays for bringing its bytes back
-    from memory (on this CPU networks ran 1.05-1.42x the sum of their blocks, benchmarks/additivity.py). Per
-    byte, not per millisecond: a compute-bound block (global attention over 3136 tokens) runs as fast in a
-    network as alone, and the earlier ``sum * (scale + c * weights MB)`` predicted such a network 17% over.
-    Each block's share is `block_ms`.
-    """
-    scale: float
-    ms_per_weight_mb: float
-    ms_per_activation_mb: float
-    networks: int
-    median_abs_err_before: float
-    median_abs_err_after: float
-
-    def block_ms(self, entry_ms: float, weights_mb: float, activations_mb: float) -> float:
-        """The latency in a network of a block whose entry is `entry_ms`, with these weights and input (MB)."""
-        return self.scale * entry_ms + self.ms_per_weight_mb * weights_mb + self.ms_per_activation_mb * activations_mb
-
-    @staticmethod
-    def fit(samples: list[tuple[float, float, float, float]]) -> AdditivityCorrection:
-        """From ``(sum of entries ms, weights MB, activations MB, measured ms)`` per network: least squares on the
-        relative error, with the per-MB costs kept >= 0 (a term that fits negative is dropped and the rest refit)."""
-        if len(samples) < MIN_CORRECTION_NETWORKS:
-            raise EstimationError(f"need at least {MIN_CORRECTION_NETWORKS} networks measured end to end to fit a "
-                                  f"correction, got {len(samples)}")
-        sums, weights, activations, measured = (np.array(column, dtype=float) for column in zip(*samples))
-        columns = {"scale": sums, "weights": weights, "activations": activations}
-        kept = list(columns)
-        while True:
-            design = np.stack([columns[name] / measured for name in kept], axis=1)
-            solution, *_ = np.linalg.lstsq(design, np.ones_like(measured), rcond=None)
-            coefficients = dict(zip(kept, solution))
-            negative = [name for name in kept[1:] if coefficients[name] < 0]
-            if not negative:
-                break
-            kept.remove(min(negative, key=coefficients.get))
-        scale, per_weight, per_activation = (float(coefficients.get(name, 0.0)) for name in columns)
-        predicted = scale * sums + per_weight * weights + per_activation * activations
-        before = float(np.median(np.abs(sums - measured) / measured))
-        after = float(np.median(np.abs(predicted - measured) / measured))
-        return AdditivityCorrection(scale, per_weight, per_activation, len(samples), before, after)
-
-    @staticmethod
-    def from_record(fit: dict) -> AdditivityCorrection | None:
-        """The stored fit, or None for one of an older form (refit it: `launch.py measure --refit`)."""
-        try:
-            return AdditivityCorrection(**fit)
-        except TypeError:
-            _log.warning("the stored additivity correction has an older form and is ignored; refit it with "
-                         "`launch.py measure --refit` (or `--archs 50 --networks 40` where it stored no networks)")
-            return None
-
-
-@dataclass(frozen=True)
 class Drift:
     """A sample of a table's entries (`what` = "entries") or of its correction networks ("networks") timed again
     now: per item now / stored, its median and 20th/80th percentiles. ``ratio`` > 1: this machine runs slower now
@@ -148,16 +94,6 @@ class Drift:
 def _drift(what: str, ratios: list[float]) -> Drift:
     p20, median, p80 = np.quantile(ratios, [0.2, 0.5, 0.8])
     return Drift(what, len(ratios), float(median), float(p20), float(p80))
-
-
-def weights_mb(blocks: list[Block], dtype: str) -> float:
-    """Parameter footprint of a network's blocks in MB (2**20 bytes) of `dtype`."""
-    return sum(block_costs(b, "torch-eager-fp32")[1] for b in blocks) * DTYPE_BYTES[dtype] / 2**20
-
-
-def activations_mb(blocks: list[Block], batch: int, dtype: str) -> float:
-    """Sum of the blocks' input tensors ``[batch, C, H, W]`` in MB (2**20 bytes) of `dtype`."""
-    return sum(batch * math.prod(b.in_shape) for b in blocks) * DTYPE_BYTES[dtype] / 2**20
 
 
 def _stage_name(block: Block, num_stages: int) -> str:
@@ -435,10 +371,10 @@ def default_settings(target: Target, batch: int | None = None, resolution: int |
     of them overridden."""
     dtype = dtype or target.default_dtype
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise SettingsError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     runtime = runtime or (DEFAULT_GPU_RUNTIME if target.is_gpu else "eager")
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        raise SettingsError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     return MeasureSettings(batch=batch or target.default_batch, resolution=resolution or target.default_resolution,
                            dtype=dtype, implementation="triton" if target.kind == "gpu" else "torch", runtime=runtime,
                            threads=os.cpu_count() or 1, passes=1 if target.kind == "gpu" else CPU_ENTRY_PASSES)
