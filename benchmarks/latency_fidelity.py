@@ -1,4 +1,4 @@
-"""Does the sum of a table's block entries predict a network's measured latency? (DESIGN.md: additivity.)
+"""Does the sum of a table's block entries predict a network's measured latency? (additivity)
 
 Samples architectures from the space, predicts each from the target's table (measuring missing blocks first, on
 the target's own device), measures each network end to end the same way (same timer, settings, threads, cache

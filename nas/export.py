@@ -12,7 +12,8 @@ Each folder holds
   onnxruntime (`nas.onnx_export`; the card gives the check's difference, and onnxruntime's latency where the
   target is this machine). A network the exporter cannot handle says why in the card; the rest still lands.
 
-A folder is written in a staging sibling and renamed into place, so a crash never leaves a partial export.
+A folder is written in a staging sibling and renamed into place, so a crash never leaves a partial export. The
+folders of an earlier export set that the new one does not hold move to ``superseded/`` beside them.
 """
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ from nas.onnx_export import OnnxResult, export_onnx, onnxruntime_ms
 from nas.study import TrialRecord, best_record, pareto_records, records
 from search_spaces import ArchSpec, build_model, count_flops, count_params, fold_batchnorm, mixer_entry
 
-__all__ = ["ExportError", "Exported", "export_study", "export_record", "model_name", "choose", "plot_pareto"]
+__all__ = ["ExportError", "Exported", "export_study", "export_record", "model_name", "choose", "plot_pareto",
+           "set_aside_superseded"]
 
 _log = logging.getLogger(__name__)
+SUPERSEDED = "superseded"  # under exports/<study>/: earlier export sets' folders
 
 
 class ExportError(UserFacingError, RuntimeError):
@@ -289,5 +292,24 @@ def export_study(study: optuna.Study, out: Path, top_k: int, storage_url: str | 
         exported = [export_record(row, role, attrs, export_root, pareto_png, onnx) for row, role in chosen]
     finally:
         pareto_png.unlink(missing_ok=True)
+    set_aside_superseded(export_root, {e.name for e in exported}, study.study_name)
     return [e.path for e in exported]
+
+
+def set_aside_superseded(export_root: Path, current: set[str], study: str) -> list[Path]:
+    """Move the exports of an earlier export set (the study grew, its winners changed) from `export_root` to
+    ``export_root/superseded/``, each whole, so the folder holds the current set only and nothing is deleted;
+    returns their new paths. Only folders this module wrote (an export's name and ``arch.json``) move."""
+    prefix = model_name(study, 0)[:-len("0000")]
+    moved = []
+    for folder in sorted(export_root.iterdir()):
+        if folder.name in current or not folder.name.startswith(prefix) or not (folder / "arch.json").is_file():
+            continue
+        superseded = export_root / SUPERSEDED
+        ensure_folder(superseded)
+        replace_dir_atomic(folder, superseded / folder.name)  # an older copy of the same trial is replaced
+        moved.append(superseded / folder.name)
+    if moved:
+        _log.info("moved %d exports of an earlier export set to %s", len(moved), export_root / SUPERSEDED)
+    return moved
 

@@ -62,6 +62,9 @@ __all__ = ["SearchError", "SearchStopped", "SearchSummary", "run_search", "stop_
 _log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# A worker lost mid-evaluation (killed, OOM-killer, node gone): its evaluation runs again from the start this
+# many times; the trial keeps each loss in `worker_lost_before`, and fails as worker_lost after the last.
+WORKER_LOST_RETRIES = 1
 Evaluator = Callable[[EvalRequest, "ProxyData | None"], Outcome]
 
 
@@ -344,6 +347,15 @@ def _task(evaluator: Evaluator) -> Callable[[EvalRequest, ProxyData | None, obje
     return run_evaluation
 
 
+def _missing_folders(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
 # -------------------------------------------------------------------------------------------------- driver
 class _Driver:
     """One run of the ask/evaluate/tell loop over a study (see the module docstring)."""
@@ -355,7 +367,8 @@ class _Driver:
         self.config, self.mirror, self.table, self.space = config, mirror, table, space
         self.lookup = PROXIES[config.proxy].kind == "lookup"
         if ray is not None:
-            self.remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(_task(evaluator))
+            # no retry by Ray: the driver runs a lost worker's evaluation again itself, and says so in the trial
+            self.remote = ray.remote(num_cpus=1, max_retries=0, retry_exceptions=False)(_task(evaluator))
         self.data_ref = data_ref
         # Optuna pruning needs intermediate values (short_train) and one objective (Optuna cannot prune several)
         self.pruning = (ray is not None and config.pruner != "none" and PROXIES[config.proxy].kind == "training"
@@ -365,6 +378,7 @@ class _Driver:
             ray.get(self.board.take.remote())
         self.proxy_resolution = proxy_resolution
         self.in_flight: dict[object, tuple[optuna.Trial, str, float]] = {}  # ref -> (trial, digest, latency_ms)
+        self.requests: dict[object, EvalRequest] = {}  # ref -> what it evaluates (to run it again)
         self.waiting: dict[str, list[tuple[optuna.Trial, float]]] = {}  # digest -> duplicates of an in-flight one
         self.done: dict[str, tuple[int, Outcome]] = {}  # digest -> (in-memory trial number, outcome) of evaluated
         self.tally = _Tally(rows)
@@ -457,9 +471,13 @@ class _Driver:
         request = EvalRequest(spec_json=spec.to_json(), proxy=self.config.proxy,
                               proxy_resolution=self.proxy_resolution, seed=self.config.seed,
                               train_steps=self.config.train_steps)
+        self.dispatch(trial, digest, latency_ms, request)
+        return 0
+
+    def dispatch(self, trial: optuna.Trial, digest: str, latency_ms: float, request: EvalRequest) -> None:
         ref = self.remote.remote(request, self.data_ref, self.board, trial.number)
         self.in_flight[ref] = (trial, digest, latency_ms)
-        return 0
+        self.requests[ref] = request
 
     def serve_reports(self) -> None:
         """Answer the workers' intermediate values: report each to its trial and send the pruner's verdict."""
@@ -478,6 +496,7 @@ class _Driver:
         settled = 0
         for ref in ready:
             trial, digest, latency_ms = self.in_flight.pop(ref)
+            request = self.requests.pop(ref)
             fail_kind = "evaluation"
             try:
                 outcome = self.ray.get(ref)
@@ -485,6 +504,11 @@ class _Driver:
                 outcome = Outcome(ok=False, error=f"worker lost: {type(error).__name__}: "
                                                   f"{str(error).strip().splitlines()[0] if str(error) else ''}")
                 fail_kind = "worker_lost"
+                lost = trial.user_attrs.get("worker_lost_before", [])
+                if len(lost) < WORKER_LOST_RETRIES:  # run it again from the start, on a fresh worker
+                    trial.set_user_attr("worker_lost_before", [*lost, outcome.error])
+                    self.dispatch(trial, digest, latency_ms, request)
+                    continue
             if outcome.ok and not math.isfinite(outcome.value):
                 outcome = Outcome(ok=False, error=f"proxy gave {outcome.value}")
             number = self.tell(trial, outcome, latency_ms, fail_kind=fail_kind)
@@ -507,6 +531,7 @@ class _Driver:
             _set_attrs(trial, {"fail_reason": reason, "fail_kind": "interrupted"})
             self.mirror.finish(trial, state=TrialState.FAIL)
         self.in_flight.clear()
+        self.requests.clear()
         self.waiting.clear()
 
     def run(self, deadline: float | None, progress: bool) -> str:
@@ -664,7 +689,7 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     uses_ray = PROXIES[config.proxy].kind != "lookup"  # lookup proxies never leave this process
     if uses_ray and config.ray_address:
         check_ray_address(config.ray_address)  # before anything is created
-    made_out = not Path(config.out).exists()
+    made = _missing_folders(Path(config.out))  # deepest first
     try:
         ensure_folder(config.out)
     except OSError as error:
@@ -673,8 +698,10 @@ def run_search(config: SearchConfig, evaluator: Evaluator = evaluate, progress: 
     try:
         study, resumed = open_study(config, _study_attrs(config, table, proxy_resolution, space))
     except BaseException:
-        if made_out and not any(Path(config.out).iterdir()):  # a refused study leaves no empty --out behind
-            Path(config.out).rmdir()
+        for folder in made:  # a refused study leaves no empty --out (nor the runs/ above it) behind
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
         raise
     if table_fit is not None:  # for the model cards; rewritten on each run
         study.set_user_attr("latency_table_fit", table_fit.to_dict())

@@ -31,6 +31,20 @@ def test_check_accepts_a_valid_spec_file(tmp_path, capsys) -> None:
     assert f"digest {TINY_ARCHS['tiny_strip'].digest()}" in capsys.readouterr().out
 
 
+_HEAVY = ("torch", "timm", "optuna", "ray", "fvcore")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["search", "--help"], ["measure", "--help"],
+                                  ["--target", "cpu", "--budget", "5"], ["check", "missing.json"]])
+def test_help_and_bad_input_import_no_heavy_package(argv) -> None:
+    """Why `--help`, bad flags and check's file errors answer at once: no torch, timm, Optuna or Ray imported."""
+    code = (f"import sys, launch\ntry:\n    status = launch.main({argv!r})\nexcept SystemExit as e:\n"
+            f"    status = e.code\nprint(status, sorted(m for m in {_HEAVY!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    status, heavy = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert heavy == "[]" and status in ("0", "2"), done.stderr
+
+
 @pytest.mark.parametrize("argv, message", [
     ([], "the following arguments are required: command"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -256,10 +270,11 @@ def test_a_latency_table_is_refused_as_a_study_storage_and_left_byte_identical(t
     table = tmp_path / "cpu.sqlite"
     shutil.copyfile(ROOT / "latency_tables/data/cpu.sqlite", table)
     before = table.read_bytes()
-    assert launch.main(SEARCH + ["--trials", "2", "--storage", f"sqlite:///{table}", "--out", str(tmp_path / "r")]) == 2
+    out = tmp_path / "runs" / "r"
+    assert launch.main(SEARCH + ["--trials", "2", "--storage", f"sqlite:///{table}", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a latency table, not a study storage" in err
-    assert table.read_bytes() == before and not (tmp_path / "r").exists()  # no empty --out left either
+    assert table.read_bytes() == before and not (tmp_path / "runs").exists()  # no empty --out, nor its parent
 
 
 def test_a_study_storage_is_refused_as_a_latency_table(stored_study_file, tmp_path, capsys) -> None:

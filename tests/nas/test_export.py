@@ -33,10 +33,17 @@ def test_choose_best_then_spread_pareto(stored_study):
 
 def test_export_writes_complete_folders(stored_study, tmp_path):
     study, storage = stored_study
+    root = tmp_path / "exports/unit-study"
+    earlier = root / model_name("unit-study", 9)  # an export of an earlier set, and a folder of the user's own
+    earlier.mkdir(parents=True)
+    (earlier / "arch.json").write_text("{}")
+    (root / "my-notes").mkdir()
     paths = export_study(study, tmp_path, top_k=5, storage_url=storage, onnx=False)  # ONNX: the next test
     names = [model_name("unit-study", n) for n in (3, 0, 2)]
     assert [p.name for p in paths] == names
-    assert sorted(p.name for p in (tmp_path / "exports/unit-study").iterdir()) == sorted(names)  # no staging left
+    assert sorted(p.name for p in root.iterdir()) == sorted([*names, "my-notes", "superseded"])  # no staging
+    assert [p.name for p in (root / "superseded").iterdir()] == [earlier.name]  # set aside whole, not deleted
+    assert (root / "superseded" / earlier.name / "arch.json").read_text() == "{}"
     best = paths[0]
     assert sorted(f.name for f in best.iterdir()) == ["MODEL_CARD.md", "arch.json", "export.json",
                                                       f"{names[0]}.py", "pareto.png"]

@@ -190,10 +190,17 @@ def test_an_architecture_is_evaluated_once(tmp_path, local_ray):
     assert {t.user_attrs.get("duplicate_of") for t in trials if t is not originals[0]} == {originals[0].number}
 
 
+LOST_ONCE_MARKERS = Path(tempfile.gettempdir()) / "hnas-test-lost-once"
+
+
 def _fragile_evaluator(request: EvalRequest, data=None) -> Outcome:
-    """Kills its own worker when stage 0 is strip attention, fails linear ones, evaluates the rest."""
-    first = ArchSpec.from_json(request.spec_json).stages[0].mixer.kind
-    if first == "strip":
+    """Kills its own worker when stage 0 is strip attention, and on its first attempt only when it is single-head
+    attention (a marker file per architecture remembers it); fails linear ones; evaluates the rest."""
+    spec = ArchSpec.from_json(request.spec_json)
+    first = spec.stages[0].mixer.kind
+    marker = LOST_ONCE_MARKERS / spec.digest()
+    if first == "strip" or (first == "single_head" and not marker.exists()):
+        marker.touch()
         os.kill(os.getpid(), signal.SIGKILL)
     if first == "linear":
         return Outcome(ok=False, error="ProxyError: synthetic failure")
@@ -201,17 +208,24 @@ def _fragile_evaluator(request: EvalRequest, data=None) -> Outcome:
 
 
 def test_failed_and_lost_evaluations_are_fail_trials(tmp_path, local_ray):
+    shutil.rmtree(LOST_ONCE_MARKERS, ignore_errors=True)
+    LOST_ONCE_MARKERS.mkdir()
     summary = run_search(_config(tmp_path, 1000.0, trials=10, seed=4), evaluator=_fragile_evaluator,
                          progress=False)
     trials = _study(_config(tmp_path, 1000.0)).get_trials()
     kinds = {t.number: ArchSpec.from_json(t.user_attrs["arch"]).stages[0].mixer.kind for t in trials}
-    assert "strip" in kinds.values() and "linear" in kinds.values(), "seed must sample both failure kinds"
+    shutil.rmtree(LOST_ONCE_MARKERS, ignore_errors=True)
+    assert {"strip", "linear", "single_head"} <= set(kinds.values()), "seed must sample every failure kind"
     for trial in trials:
         if trial.user_attrs.get("duplicate_of") is not None:
             continue
-        if kinds[trial.number] == "strip":
+        if kinds[trial.number] == "strip":  # lost twice: run again once, then failed
             assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"].startswith("worker lost")
             assert trial.user_attrs["fail_kind"] == "worker_lost"
+            assert len(trial.user_attrs["worker_lost_before"]) == 1
+        elif kinds[trial.number] == "single_head":  # lost once, then evaluated, and the trial says so
+            assert trial.state == TrialState.COMPLETE
+            assert [reason.split(":")[0] for reason in trial.user_attrs["worker_lost_before"]] == ["worker lost"]
         elif kinds[trial.number] == "linear":
             assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "ProxyError: synthetic failure"
         else:

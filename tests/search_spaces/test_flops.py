@@ -1,4 +1,4 @@
-"""fvcore FLOP counts of each mixer against its analytic formula (DESIGN.md, multiply-adds) within 2%."""
+"""fvcore FLOP counts of each mixer against its analytic formula (multiply-adds) within 2%."""
 from __future__ import annotations
 
 import pytest
