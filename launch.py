@@ -270,7 +270,7 @@ def _stored_study(args: argparse.Namespace):
 def cmd_export(args: argparse.Namespace) -> None:
     from common.files import write_json_atomic
     from nas.export import export_study
-    from nas.search import stop_on_sigterm
+    from nas.signals import stop_on_sigterm
     study, out, storage = _stored_study(args)
     with stop_on_sigterm():  # `kill` stops it as Ctrl-C does: each folder whole, no staging left
         paths = export_study(study, out, args.top, storage, args.onnx)

@@ -36,7 +36,8 @@ from benchmarks._io import write_json_atomic  # noqa: E402
 from latency_tables.targets import current_device_string, get_target  # noqa: E402
 from nas.config import SearchConfig, auto_sampler  # noqa: E402
 from nas.evaluate import EvalRequest, Outcome  # noqa: E402
-from nas.search import ray_session, run_search  # noqa: E402
+from nas.ray_session import ray_session  # noqa: E402
+from nas.search import run_search  # noqa: E402
 from nas.study import make_sampler  # noqa: E402
 from search_spaces import sample_arch  # noqa: E402
 
