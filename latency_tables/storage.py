@@ -10,34 +10,28 @@ driver errors into `LatencyDBError` naming the database. For SQLite files:
 
 * an existing non-empty file is checked read-only (header, then the schema) before anything writes to it, so a
   file that is not an SQLite database raises `LatencyDBError` and is left byte-for-byte untouched;
-* every connection uses WAL, ``synchronous=NORMAL`` and a 30 s busy timeout, and write transactions start with
-  ``BEGIN IMMEDIATE``; together these let several processes write one table at once without "database is locked"
+* every connection uses WAL, ``synchronous=NORMAL`` and the busy timeout of `common.sqlite`, and write
+  transactions start with ``BEGIN IMMEDIATE``; together these let several processes write one table at once without "database is locked"
   failures, and a writer killed mid-way loses at most its uncommitted transaction.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import sqlite3
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import (
-    CheckConstraint, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, create_engine, event, func,
-    select, text, tuple_,
-)
+from sqlalchemy import create_engine, event, func, select, text, tuple_
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from common.dtypes import DTYPES
 from common.errors import UserFacingError
+from common.sqlite import SQLITE_BUSY_TIMEOUT_MS, apply_pragmas, read_only_mode
+from latency_tables.entries import IMPLEMENTATIONS, EntryKey, InvalidEntryError, Measurement, check_text, require
+from latency_tables.schema import (DEVICE_KEY_PREFIX, KEY_COLUMNS, SCHEMA_VERSION_KEY, VALUE_COLUMNS, Base,
+                                   LatencyEntryRow, TableInfoRow, chunks, key_of, measurement_of, row_values)
 
 __all__ = [
     "SCHEMA_VERSION", "IMPLEMENTATIONS", "LatencyDBError", "DeviceMismatchError", "InvalidEntryError", "EntryKey",
@@ -47,8 +41,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-IMPLEMENTATIONS = ("triton", "torch")
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26  # primary result codes of sqlite3_errcode()
 # Rows per INSERT statement and keys per SELECT ... IN: 17 bound parameters a row stays far below SQLite's limit
@@ -64,189 +56,6 @@ class LatencyDBError(UserFacingError, RuntimeError):
 
 class DeviceMismatchError(LatencyDBError):
     """Entries measured on one device would be mixed into a target's table measured on another."""
-
-
-class InvalidEntryError(ValueError):
-    """An `EntryKey` or `Measurement` field is invalid; the message names the field."""
-
-
-# ---------------------------------------------------------------------------------------------------- key, value
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise InvalidEntryError(message)
-
-
-def _check_text(value: Any, name: str) -> None:
-    _require(isinstance(value, str) and value != "", f"{name} must be a non-empty string, got {value!r}")
-
-
-def _check_int(value: Any, name: str, low: int) -> None:
-    _require(isinstance(value, int) and not isinstance(value, bool) and value >= low,
-             f"{name} must be an integer >= {low}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class EntryKey:
-    """What identifies one measured entry: target, device, implementation, dtype, batch, block, input, software."""
-
-    target: str
-    device: str
-    implementation: str  # "triton" | "torch"
-    dtype: str  # "fp32" | "tf32" | "fp16" | "bf16"
-    batch: int
-    block_key: str  # the block's canonical JSON
-    channels: int
-    height: int
-    width: int
-    torch_version: str
-    triton_version: str
-    cuda_version: str
-
-    def __post_init__(self) -> None:
-        for name in ("target", "device", "block_key", "torch_version", "triton_version", "cuda_version"):
-            _check_text(getattr(self, name), f"EntryKey.{name}")
-        _require(self.implementation in IMPLEMENTATIONS,
-                 f"EntryKey.implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}")
-        _require(self.dtype in DTYPES, f"EntryKey.dtype must be one of {DTYPES}, got {self.dtype!r}")
-        for name in ("batch", "channels", "height", "width"):
-            _check_int(getattr(self, name), f"EntryKey.{name}", 1)
-        try:
-            json.loads(self.block_key)
-        except ValueError as exc:
-            raise InvalidEntryError(f"EntryKey.block_key must be the block's JSON; it does not parse: {exc}") from None
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """A measured latency: median with the 20th/80th percentiles (milliseconds) over ``repeats`` timings.
-
-    ``threads`` is the CPU thread count used (0 on GPU); ``settings`` the measurement settings, a JSON-able dict
-    (normalised through JSON on construction, so tuples become lists); ``measured_at`` a timezone-aware time,
-    stored in UTC.
-    """
-
-    median_ms: float
-    p20_ms: float
-    p80_ms: float
-    repeats: int
-    threads: int
-    settings: dict[str, Any] = field(default_factory=dict, hash=False)
-    measured_at: datetime = field(default_factory=_utc_now)
-
-    def __post_init__(self) -> None:
-        for name in ("median_ms", "p20_ms", "p80_ms"):
-            value = getattr(self, name)
-            _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                     and value >= 0, f"Measurement.{name} must be a finite number >= 0, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        _require(self.p20_ms <= self.median_ms <= self.p80_ms,
-                 f"Measurement needs p20_ms <= median_ms <= p80_ms, got {self.p20_ms} / {self.median_ms} / "
-                 f"{self.p80_ms}")
-        _check_int(self.repeats, "Measurement.repeats", 1)
-        _check_int(self.threads, "Measurement.threads", 0)
-        _require(isinstance(self.settings, Mapping), f"Measurement.settings must be a dict, got {self.settings!r}")
-        try:
-            normalised = json.loads(_canonical_json(self.settings))
-        except (TypeError, ValueError) as exc:
-            raise InvalidEntryError(f"Measurement.settings must be JSON-serialisable: {exc}") from None
-        object.__setattr__(self, "settings", normalised)
-        _require(isinstance(self.measured_at, datetime) and self.measured_at.tzinfo is not None
-                 and self.measured_at.utcoffset() is not None,
-                 f"Measurement.measured_at must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)), "
-                 f"got {self.measured_at!r}")
-        object.__setattr__(self, "measured_at", self.measured_at.astimezone(timezone.utc))
-
-
-def _canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-# ------------------------------------------------------------------------------------------------------- models
-class _Base(DeclarativeBase):
-    pass
-
-
-_KEY_COLUMNS = ("target", "device", "implementation", "dtype", "batch", "block_key", "channels", "height", "width",
-                "torch_version", "triton_version", "cuda_version")
-_VALUE_COLUMNS = ("threads", "settings", "median_ms", "p20_ms", "p80_ms", "repeats", "measured_at")
-
-
-class LatencyEntryRow(_Base):
-    __tablename__ = "latency_entries"
-    __table_args__ = (
-        UniqueConstraint(*_KEY_COLUMNS, name="uq_latency_entries_key"),
-        Index("ix_latency_entries_lookup", "target", "implementation", "dtype", "batch"),
-        # Defence in depth behind `Measurement`'s validation (NaN is stored as NULL by SQLite: NOT NULL rejects it).
-        CheckConstraint("implementation IN ('triton', 'torch')", name="ck_latency_entries_implementation"),
-        CheckConstraint("batch >= 1 AND channels >= 1 AND height >= 1 AND width >= 1",
-                        name="ck_latency_entries_shape"),
-        CheckConstraint("p20_ms >= 0 AND p20_ms <= median_ms AND median_ms <= p80_ms",
-                        name="ck_latency_entries_order"),
-        CheckConstraint("repeats >= 1 AND threads >= 0", name="ck_latency_entries_counts"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    target: Mapped[str] = mapped_column(String(64))
-    device: Mapped[str] = mapped_column(String(256))
-    implementation: Mapped[str] = mapped_column(String(16))
-    dtype: Mapped[str] = mapped_column(String(16))
-    batch: Mapped[int] = mapped_column(Integer)
-    block_key: Mapped[str] = mapped_column(Text)
-    channels: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
-    width: Mapped[int] = mapped_column(Integer)
-    torch_version: Mapped[str] = mapped_column(String(64))
-    triton_version: Mapped[str] = mapped_column(String(64))
-    cuda_version: Mapped[str] = mapped_column(String(64))
-    threads: Mapped[int] = mapped_column(Integer)
-    settings: Mapped[str] = mapped_column(Text)
-    median_ms: Mapped[float] = mapped_column(Float)
-    p20_ms: Mapped[float] = mapped_column(Float)
-    p80_ms: Mapped[float] = mapped_column(Float)
-    repeats: Mapped[int] = mapped_column(Integer)
-    measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class TableInfoRow(_Base):
-    __tablename__ = "table_info"
-
-    key: Mapped[str] = mapped_column(String(256), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-_SCHEMA_VERSION_KEY = "schema_version"
-_DEVICE_KEY_PREFIX = "device:"  # "device:<target>" -> device string of that target's entries
-
-
-def _row_values(key: EntryKey, measurement: Measurement) -> dict[str, Any]:
-    values = {name: getattr(key, name) for name in _KEY_COLUMNS}
-    values.update(
-        threads=measurement.threads, settings=_canonical_json(measurement.settings), median_ms=measurement.median_ms,
-        p20_ms=measurement.p20_ms, p80_ms=measurement.p80_ms, repeats=measurement.repeats,
-        measured_at=measurement.measured_at,
-    )
-    return values
-
-
-def _key_of(row: Any) -> EntryKey:
-    return EntryKey(**{name: getattr(row, name) for name in _KEY_COLUMNS})
-
-
-def _measurement_of(row: Any) -> Measurement:
-    measured_at = row.measured_at
-    if measured_at.tzinfo is None:  # SQLite keeps no offset; values are written in UTC
-        measured_at = measured_at.replace(tzinfo=timezone.utc)
-    return Measurement(median_ms=row.median_ms, p20_ms=row.p20_ms, p80_ms=row.p80_ms, repeats=row.repeats,
-                       threads=row.threads, settings=json.loads(row.settings), measured_at=measured_at)
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 # --------------------------------------------------------------------------------------------------------- URLs
@@ -296,7 +105,7 @@ def _check_existing_sqlite_file(path: Path, shown: str) -> None:
             f"latency database {shown}: {path} is not an SQLite database (its first bytes are {header[:16]!r}); "
             f"it was left untouched. Move it away or pass another --latency-db.")
     try:
-        connection = sqlite3.connect(f"{path.as_uri()}?{_read_only_mode(path)}", uri=True,
+        connection = sqlite3.connect(f"{path.as_uri()}?{read_only_mode(path)}", uri=True,
                                      timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -316,39 +125,6 @@ def _check_existing_sqlite_file(path: Path, shown: str) -> None:
                              f"(it was left untouched)")
 
 
-def _read_only_mode(path: Path) -> str:
-    """The SQLite URI parameters that read `path` without writing anything: ``mode=ro``; for a WAL-mode file (file
-    format byte 2) in a folder this process cannot write (a read-only install), also ``immutable=1``, since a WAL
-    reader must otherwise create the -shm file (its last writer checkpointed: no -wal file is left to read)."""
-    with path.open("rb") as handle:
-        handle.seek(18)
-        wal = handle.read(1) == b"\x02"
-    if wal and not os.access(path.parent, os.W_OK) and not path.with_name(path.name + "-wal").exists():
-        return "mode=ro&immutable=1"
-    return "mode=ro"
-
-
-def _enable_wal(cursor: sqlite3.Cursor) -> None:
-    """Switch the database to WAL (persistent, so usually a no-op), retrying while another process holds it.
-
-    Changing the journal mode of a new file can fail with "database is locked" at once, without SQLite's busy
-    handler, when another process opens the same new file at the same moment; retry up to the busy timeout.
-    """
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
-    delay_s = 0.005
-    while True:
-        try:
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                cursor.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            message = str(exc).lower()
-            if ("locked" not in message and "busy" not in message) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay_s)
-            delay_s = min(2 * delay_s, 0.1)
-
-
 def _configure_sqlite(engine: Engine, wal: bool = True) -> None:
     """WAL, busy timeout and NORMAL sync on every connection; SQLAlchemy (not pysqlite) emits BEGIN.
 
@@ -361,14 +137,7 @@ def _configure_sqlite(engine: Engine, wal: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            if wal:  # read-only connections leave the journal mode as the writer set it
-                _enable_wal(cursor)
-                cursor.execute("PRAGMA synchronous = NORMAL")
-        finally:
-            cursor.close()
+        apply_pragmas(dbapi_connection, wal)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -415,7 +184,7 @@ class LatencyDB:
                 raise LatencyDBError(f"latency database {self._shown}: the folder {sqlite_path.parent} does not exist; "
                                      f"create it first (nothing was written)")
             if read_only:
-                uri = f"{sqlite_path.resolve().as_uri()}?{_read_only_mode(sqlite_path)}"
+                uri = f"{sqlite_path.resolve().as_uri()}?{read_only_mode(sqlite_path)}"
                 engine_kwargs["creator"] = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False,
                                                                    timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
@@ -489,7 +258,7 @@ class LatencyDB:
         """Read-only open: the schema version must be this code's (a file without the tables is refused)."""
         try:
             with self._session() as session:
-                stored = session.get(TableInfoRow, _SCHEMA_VERSION_KEY)
+                stored = session.get(TableInfoRow, SCHEMA_VERSION_KEY)
         except LatencyDBError:
             raise LatencyDBError(f"latency database {self._shown} holds no latency table; measure one there first "
                                  f"(launch.py measure) or pass another --latency-db") from None
@@ -504,10 +273,10 @@ class LatencyDB:
         with self._session(write=True) as session:
             if self._engine.dialect.name == "postgresql":
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
-            _Base.metadata.create_all(session.connection())
-            stored = session.get(TableInfoRow, _SCHEMA_VERSION_KEY)
+            Base.metadata.create_all(session.connection())
+            stored = session.get(TableInfoRow, SCHEMA_VERSION_KEY)
             if stored is None:
-                session.add(TableInfoRow(key=_SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
+                session.add(TableInfoRow(key=SCHEMA_VERSION_KEY, value=str(SCHEMA_VERSION)))
             elif stored.value != str(SCHEMA_VERSION):
                 raise LatencyDBError(
                     f"latency database {self._shown} has schema version {stored.value}, this code reads version "
@@ -520,36 +289,36 @@ class LatencyDB:
                 from sqlalchemy.dialects.sqlite import insert
             else:
                 from sqlalchemy.dialects.postgresql import insert
-            for chunk in _chunks(rows, _WRITE_CHUNK):
+            for chunk in chunks(rows, _WRITE_CHUNK):
                 statement = insert(table).values(list(chunk))
                 statement = statement.on_conflict_do_update(
-                    index_elements=list(_KEY_COLUMNS),
-                    set_={name: statement.excluded[name] for name in _VALUE_COLUMNS})
+                    index_elements=list(KEY_COLUMNS),
+                    set_={name: statement.excluded[name] for name in VALUE_COLUMNS})
                 session.execute(statement)
             return
         # Generic fallback: update the keys that exist, insert the others, in the caller's transaction.
-        existing = self._ids_of(session, [EntryKey(**{n: row[n] for n in _KEY_COLUMNS}) for row in rows])
+        existing = self._ids_of(session, [EntryKey(**{n: row[n] for n in KEY_COLUMNS}) for row in rows])
         for row in rows:
-            row_id = existing.get(tuple(row[n] for n in _KEY_COLUMNS))
+            row_id = existing.get(tuple(row[n] for n in KEY_COLUMNS))
             if row_id is None:
                 session.add(LatencyEntryRow(**row))
             else:
                 entry = session.get(LatencyEntryRow, row_id)
-                for name in _VALUE_COLUMNS:
+                for name in VALUE_COLUMNS:
                     setattr(entry, name, row[name])
             session.flush()
 
     def _ids_of(self, session: Session, keys: Sequence[EntryKey]) -> dict[tuple, int]:
-        columns = [getattr(LatencyEntryRow, name) for name in _KEY_COLUMNS]
+        columns = [getattr(LatencyEntryRow, name) for name in KEY_COLUMNS]
         found: dict[tuple, int] = {}
-        for chunk in _chunks(keys, _READ_CHUNK):
-            wanted = [tuple(getattr(key, name) for name in _KEY_COLUMNS) for key in chunk]
+        for chunk in chunks(keys, _READ_CHUNK):
+            wanted = [tuple(getattr(key, name) for name in KEY_COLUMNS) for key in chunk]
             for row in session.execute(select(LatencyEntryRow.id, *columns).where(tuple_(*columns).in_(wanted))):
-                found[tuple(getattr(row, name) for name in _KEY_COLUMNS)] = row.id
+                found[tuple(getattr(row, name) for name in KEY_COLUMNS)] = row.id
         return found
 
     def _claim(self, session: Session, target: str, device: str) -> None:
-        info_key = _DEVICE_KEY_PREFIX + target
+        info_key = DEVICE_KEY_PREFIX + target
         stored = session.get(TableInfoRow, info_key)
         if stored is None:
             session.add(TableInfoRow(key=info_key, value=device))
@@ -567,15 +336,15 @@ class LatencyDB:
         `put` and `put_many` claim the devices of their keys in their own transaction, so calling this is only
         needed to fail early (before measuring) on a table that belongs to another device.
         """
-        _check_text(target, "target")
-        _check_text(device, "device")
+        check_text(target, "target")
+        check_text(device, "device")
         with self._session(write=True) as session:
             self._claim(session, target, device)
 
     def claimed_device(self, target: str) -> str | None:
         """The device recorded for ``target``, or None if nothing was written for it yet."""
         with self._session() as session:
-            stored = session.get(TableInfoRow, _DEVICE_KEY_PREFIX + target)
+            stored = session.get(TableInfoRow, DEVICE_KEY_PREFIX + target)
             return None if stored is None else stored.value
 
     def get_info(self, key: str) -> str | None:
@@ -586,7 +355,7 @@ class LatencyDB:
 
     def set_info(self, key: str, value: str) -> None:
         """Store a table-level fact in one transaction (replacing its previous value)."""
-        if key == _SCHEMA_VERSION_KEY or key.startswith(_DEVICE_KEY_PREFIX):
+        if key == SCHEMA_VERSION_KEY or key.startswith(DEVICE_KEY_PREFIX):
             raise InvalidEntryError(f"table_info key {key!r} is reserved")
         with self._session(write=True) as session:
             stored = session.get(TableInfoRow, key)
@@ -604,13 +373,13 @@ class LatencyDB:
         unique = list(dict.fromkeys(keys))
         if not unique:
             return {}
-        columns = [getattr(LatencyEntryRow, name) for name in _KEY_COLUMNS]
+        columns = [getattr(LatencyEntryRow, name) for name in KEY_COLUMNS]
         found: dict[EntryKey, Measurement] = {}
         with self._session() as session:
-            for chunk in _chunks(unique, _READ_CHUNK):
-                wanted = [tuple(getattr(key, name) for name in _KEY_COLUMNS) for key in chunk]
+            for chunk in chunks(unique, _READ_CHUNK):
+                wanted = [tuple(getattr(key, name) for name in KEY_COLUMNS) for key in chunk]
                 for row in session.scalars(select(LatencyEntryRow).where(tuple_(*columns).in_(wanted))):
-                    found[_key_of(row)] = _measurement_of(row)
+                    found[key_of(row)] = measurement_of(row)
         return found
 
     def put(self, key: EntryKey, measurement: Measurement) -> None:
@@ -625,7 +394,7 @@ class LatencyDB:
         """
         by_key: dict[EntryKey, Measurement] = {}
         for item in items:
-            _require(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], EntryKey)
+            require(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], EntryKey)
                      and isinstance(item[1], Measurement),
                      f"put_many takes (EntryKey, Measurement) pairs, got {item!r}")
             by_key[item[0]] = item[1]
@@ -635,7 +404,7 @@ class LatencyDB:
         with self._session(write=True) as session:
             for target, device in sorted(devices):
                 self._claim(session, target, device)
-            self._upsert(session, [_row_values(key, measurement) for key, measurement in by_key.items()])
+            self._upsert(session, [row_values(key, measurement) for key, measurement in by_key.items()])
 
     def entries(self, target: str | None = None, implementation: str | None = None, dtype: str | None = None,
                 batch: int | None = None) -> list[tuple[EntryKey, Measurement]]:
@@ -646,7 +415,7 @@ class LatencyDB:
             if value is not None:
                 statement = statement.where(getattr(LatencyEntryRow, name) == value)
         with self._session() as session:
-            return [(_key_of(row), _measurement_of(row)) for row in session.scalars(statement)]
+            return [(key_of(row), measurement_of(row)) for row in session.scalars(statement)]
 
     def devices(self, target: str) -> set[str]:
         """The distinct device strings of ``target``'s entries."""
@@ -677,7 +446,7 @@ class LatencyDB:
 
 def default_db_path(target_name: str) -> Path:
     """Where the table of ``target_name`` lives by default: ``latency_tables/data/<target>.sqlite``."""
-    _check_text(target_name, "target_name")
-    _require("/" not in target_name and "\\" not in target_name and not target_name.startswith("."),
+    check_text(target_name, "target_name")
+    require("/" not in target_name and "\\" not in target_name and not target_name.startswith("."),
              f"target_name must be a plain name, got {target_name!r}")
     return Path(__file__).resolve().parent / "data" / f"{target_name}.sqlite"

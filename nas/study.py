@@ -25,6 +25,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
 from common.errors import UserFacingError
+from common.sqlite import SQLITE_BUSY_TIMEOUT_MS, apply_pragmas
 from nas.config import ConfigError, SearchConfig
 from search_spaces import ArchSpec
 
@@ -108,7 +109,7 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
     _refuse_latency_table(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": 60}  # wait for the dashboard's reads instead of failing
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}  # wait for readers, not fail
     for attempt in range(_SCHEMA_RACE_RETRIES + 1):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
@@ -118,9 +119,7 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
                 raise StudyError(f"cannot open storage {url}: {str(error).splitlines()[0]}") from None
             time.sleep(0.05 * (attempt + 1))
     if url.startswith("sqlite"):
-        # WAL: the dashboard reads while the search writes; synchronous=NORMAL: a commit without an fsync (a
-        # power cut may lose the last trials, never corrupt the file)
-        event.listen(storage.engine, "connect", _sqlite_pragmas)
+        event.listen(storage.engine, "connect", lambda connection, record: apply_pragmas(connection))
         storage.engine.dispose()
     return storage
 
@@ -134,13 +133,6 @@ def _schema_race(error: BaseException | None) -> bool:
             return True
         error = error.__cause__
     return False
-
-
-def _sqlite_pragmas(connection, record) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 def open_study(config: SearchConfig, study_attrs: dict[str, Any]) -> tuple[optuna.Study, bool]:

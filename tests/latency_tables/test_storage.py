@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
+import common.sqlite
+from common.sqlite import SQLITE_BUSY_TIMEOUT_MS
 from latency_tables import storage
 from latency_tables.storage import (
     DeviceMismatchError, EntryKey, InvalidEntryError, LatencyDB, LatencyDBError, Measurement, default_db_path,
@@ -260,7 +262,7 @@ def test_a_read_only_open_reads_and_writes_nothing(tmp_path: Path, monkeypatch, 
     connection.execute(f"PRAGMA journal_mode = {journal}")
     connection.close()
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    monkeypatch.setattr(storage.os, "access", lambda path, mode: False)  # as root, chmod cannot show it
+    monkeypatch.setattr(common.sqlite.os, "access", lambda path, mode: False)  # as root, chmod cannot show it
     with LatencyDB(path, read_only=True) as reader:
         assert [key for key, _ in reader.entries()] == [entry("a", 0)[0]]
         with pytest.raises(LatencyDBError, match="readonly database"):
@@ -292,7 +294,7 @@ def test_closed_database_raises(tmp_path: Path) -> None:
 def test_sqlite_connection_settings(db: LatencyDB) -> None:
     with db._engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == storage.SQLITE_BUSY_TIMEOUT_MS
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == SQLITE_BUSY_TIMEOUT_MS
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
 
 
