@@ -105,7 +105,8 @@ def budgets(rows: list[dict]) -> dict[str, float]:
 def run_search(budget_name: str, budget_ms: float, out: Path, proxy: str) -> list[dict]:
     """The search a user would run at `budget_ms` (the default data proxy, `proxy`); its best `PICKS` architectures
     by its own ranking."""
-    from nas.study import load_study, records
+    from nas.study import load_study
+    from nas.trial_record import records
     study_name = f"cifar-vs-{budget_name}-{proxy}"
     command = [sys.executable, str(ROOT / "launch.py"), "--target", "cpu", "--resolution", str(RESOLUTION),
                "--space", "cifar", "--latency-db", str(TABLE), "--budget", f"{budget_ms:.4f}ms", "--data", str(DATA),

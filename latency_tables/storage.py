@@ -11,8 +11,8 @@ driver errors into `LatencyDBError` naming the database. For SQLite files:
 * an existing non-empty file is checked read-only (header, then the schema) before anything writes to it, so a
   file that is not an SQLite database raises `LatencyDBError` and is left byte-for-byte untouched;
 * every connection uses WAL, ``synchronous=NORMAL`` and the busy timeout of `common.sqlite`, and write
-  transactions start with ``BEGIN IMMEDIATE``; together these let several processes write one table at once without "database is locked"
-  failures, and a writer killed mid-way loses at most its uncommitted transaction.
+  transactions start with ``BEGIN IMMEDIATE``; together these let several processes write one table at once
+  without "database is locked" failures, and a writer killed mid-way loses at most its uncommitted transaction.
 """
 from __future__ import annotations
 

@@ -47,9 +47,9 @@ class TargetUnavailableError(UserFacingError, RuntimeError):
 class Target:
     """One kind of device latency tables are built for, with the public facts the roofline estimate uses.
 
-    ``peak_flops`` maps each of `PEAK_FLOPS_DTYPES` to dense peak FLOP/s (``None``: unsupported or unknown). ``memory_gib`` is
-    the vendor's marketed capacity (NVIDIA's "80GB" HBM is 80 GiB). ``device_patterns`` are lower-case regular
-    expressions searched in ``torch.cuda.get_device_name().lower()``.
+    ``peak_flops`` maps each of `PEAK_FLOPS_DTYPES` to dense peak FLOP/s (``None``: unsupported or unknown).
+    ``memory_gib`` is the vendor's marketed capacity (NVIDIA's "80GB" HBM is 80 GiB). ``device_patterns`` are
+    lower-case regular expressions searched in ``torch.cuda.get_device_name().lower()``.
     """
 
     name: str

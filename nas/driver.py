@@ -19,8 +19,9 @@ from nas.config import SearchConfig
 from nas.evaluate import EvalRequest, Outcome, ProxyData
 from nas.proxies import PROXIES, lookup_score
 from nas.pruning import ReportBoard, board_reporter
-from nas.study import StudyMirror, TrialRecord, best_record, record_of
+from nas.study import StudyMirror
 from nas.summary import counts_towards_trials
+from nas.trial_record import Attr, TrialRecord, best_record, record_of
 from search_spaces import SearchSpace, sample_arch
 
 __all__ = ["Driver", "Evaluator", "WORKER_LOST_RETRIES", "sampler_seed"]
@@ -35,9 +36,9 @@ Evaluator = Callable[[EvalRequest, "ProxyData | None"], Outcome]
 
 
 def _latency_attrs(prediction: Prediction, budget_ms: float) -> dict:
-    return {"latency_ms": float(prediction.latency_ms), "budget_ms": float(budget_ms),
-            "latency_source": prediction.source,
-            "latency_breakdown_ms": {k: round(v, 6) for k, v in prediction.breakdown_ms().items()}}
+    return {Attr.LATENCY_MS: float(prediction.latency_ms), Attr.BUDGET_MS: float(budget_ms),
+            Attr.LATENCY_SOURCE: prediction.source,
+            Attr.LATENCY_BREAKDOWN_MS: {k: round(v, 6) for k, v in prediction.breakdown_ms().items()}}
 
 
 def _set_attrs(trial: optuna.Trial, attrs: dict) -> None:
@@ -46,9 +47,9 @@ def _set_attrs(trial: optuna.Trial, attrs: dict) -> None:
 
 
 def _outcome_attrs(outcome: Outcome) -> dict:
-    attrs = {"proxy_value": outcome.value, "proxy_seconds": round(outcome.proxy_seconds, 4),
-             "eval_seconds": round(outcome.seconds, 4), "worker": outcome.worker}
-    attrs.update({k: v for k, v in (("params", outcome.params), ("flops", outcome.flops)) if v is not None})
+    attrs = {Attr.PROXY_VALUE: outcome.value, Attr.PROXY_SECONDS: round(outcome.proxy_seconds, 4),
+             Attr.EVAL_SECONDS: round(outcome.seconds, 4), Attr.WORKER: outcome.worker}
+    attrs.update({k: v for k, v in ((Attr.PARAMS, outcome.params), (Attr.FLOPS, outcome.flops)) if v is not None})
     return attrs
 
 
@@ -118,7 +119,7 @@ class Driver:
             number = self.mirror.memory_number[row.number]
             if row.state == "COMPLETE" or row.stopped_by_pruner:
                 self.done.setdefault(row.spec.digest(), (number, _outcome_from_attrs(row)))
-            elif row.state == "FAIL" and row.user_attrs.get("fail_kind") == "evaluation":
+            elif row.state == "FAIL" and row.user_attrs.get(Attr.FAIL_KIND) == "evaluation":
                 self.done.setdefault(row.spec.digest(), (number, Outcome(ok=False, error=row.reason)))
 
     def take_foreign(self) -> None:
@@ -145,16 +146,16 @@ class Driver:
     def tell(self, trial: optuna.Trial, outcome: Outcome, latency_ms: float, duplicate_of: int | None = None,
              fail_kind: str = "evaluation") -> int:
         """Record `outcome` on `trial` and queue it for the storage; returns its in-memory number."""
-        attrs = _outcome_attrs(outcome) if outcome.ok else {"fail_reason": outcome.error, "fail_kind": fail_kind}
+        attrs = _outcome_attrs(outcome) if outcome.ok else {Attr.FAIL_REASON: outcome.error, Attr.FAIL_KIND: fail_kind}
         if duplicate_of is not None:
-            attrs["duplicate_of"] = duplicate_of
+            attrs[Attr.DUPLICATE_OF] = duplicate_of
         _set_attrs(trial, attrs)
         if not outcome.ok:
             return self.mirror.finish(trial, state=TrialState.FAIL)
         if outcome.details.get("stopped_early"):  # the pruner stopped its training
             step = outcome.details.get("steps")
-            trial.set_user_attr("pruned_at_step", step)
-            trial.set_user_attr("prune_reason", f"pruned at step {step}: accuracy {outcome.value:.4f} below the "
+            trial.set_user_attr(Attr.PRUNED_AT_STEP, step)
+            trial.set_user_attr(Attr.PRUNE_REASON, f"pruned at step {step}: accuracy {outcome.value:.4f} below the "
                                                 f"median of earlier trials")
             return self.mirror.finish(trial, state=TrialState.PRUNED)
         if duplicate_of is None:
@@ -173,11 +174,11 @@ class Driver:
         value = lookup_score(self.config.proxy, spec, self.proxy_resolution) if self.lookup else None
         self.lookup_s += time.perf_counter() - lookup_started
         latency_ms = prediction.latency_ms
-        _set_attrs(trial, {"arch": spec.to_json(), "digest": digest, "params": params, "flops": flops,
+        _set_attrs(trial, {Attr.ARCH: spec.to_json(), Attr.DIGEST: digest, Attr.PARAMS: params, Attr.FLOPS: flops,
                            **_latency_attrs(prediction, self.config.budget_ms)})
         trial.set_constraint("latency_over_budget_ms", latency_ms - self.config.budget_ms)
         if latency_ms > self.config.budget_ms:
-            trial.set_user_attr("prune_reason", f"over budget: {latency_ms:.3f} ms > {self.config.budget_ms:g} ms")
+            trial.set_user_attr(Attr.PRUNE_REASON, f"over budget: {latency_ms:.3f} ms > {self.config.budget_ms:g} ms")
             self.mirror.finish(trial, state=TrialState.PRUNED)
             return 1
         if digest in self.done:
@@ -227,9 +228,9 @@ class Driver:
                 outcome = Outcome(ok=False, error=f"worker lost: {type(error).__name__}: "
                                                   f"{str(error).strip().splitlines()[0] if str(error) else ''}")
                 fail_kind = "worker_lost"
-                lost = trial.user_attrs.get("worker_lost_before", [])
+                lost = trial.user_attrs.get(Attr.WORKER_LOST_BEFORE, [])
                 if len(lost) < WORKER_LOST_RETRIES:  # run it again from the start, on a fresh worker
-                    trial.set_user_attr("worker_lost_before", [*lost, outcome.error])
+                    trial.set_user_attr(Attr.WORKER_LOST_BEFORE, [*lost, outcome.error])
                     self.dispatch(trial, digest, latency_ms, request)
                     continue
             if outcome.ok and not math.isfinite(outcome.value):
@@ -251,7 +252,7 @@ class Driver:
             with contextlib.suppress(Exception):
                 self.ray.cancel(ref, force=True)
         for trial in pending:
-            _set_attrs(trial, {"fail_reason": reason, "fail_kind": "interrupted"})
+            _set_attrs(trial, {Attr.FAIL_REASON: reason, Attr.FAIL_KIND: "interrupted"})
             self.mirror.finish(trial, state=TrialState.FAIL)
         self.in_flight.clear()
         self.requests.clear()
@@ -294,10 +295,11 @@ class Driver:
 
 def _outcome_from_attrs(row: TrialRecord) -> Outcome:
     attrs = row.user_attrs
-    pruned_at = attrs.get("pruned_at_step")
-    return Outcome(ok=True, value=row.proxy if pruned_at is None else attrs.get("proxy_value"),
-                   proxy_seconds=attrs.get("proxy_seconds", 0.0), params=attrs.get("params"), flops=attrs.get("flops"),
-                   seconds=attrs.get("eval_seconds", 0.0), worker=attrs.get("worker", ""),
+    pruned_at = attrs.get(Attr.PRUNED_AT_STEP)
+    return Outcome(ok=True, value=row.proxy if pruned_at is None else attrs.get(Attr.PROXY_VALUE),
+                   proxy_seconds=attrs.get(Attr.PROXY_SECONDS, 0.0), params=attrs.get(Attr.PARAMS),
+                   flops=attrs.get(Attr.FLOPS), seconds=attrs.get(Attr.EVAL_SECONDS, 0.0),
+                   worker=attrs.get(Attr.WORKER, ""),
                    details={} if pruned_at is None else {"stopped_early": True, "steps": pruned_at})
 
 

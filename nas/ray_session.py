@@ -79,5 +79,6 @@ def check_ray_address(address: str, wait_s: float = 10.0) -> None:
                 time.sleep(0.25)
                 continue
             reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-            raise RayUnavailableError(f"no Ray cluster answers at {address} ({reason}); start one there (ray start --head "
-                              f"--port {port}) or leave out --ray-address for a local Ray") from None
+            raise RayUnavailableError(f"no Ray cluster answers at {address} ({reason}); start one there "
+                                      f"(ray start --head --port {port}) or leave out --ray-address for a local "
+                                      f"Ray") from None

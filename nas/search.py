@@ -46,8 +46,9 @@ from nas.proxies import DATA_FREE, PROXIES
 from nas.pruning import make_pruner
 from nas.ray_session import check_ray_address, ray_session
 from nas.signals import SearchStopped, deferred_stops, stop_on_sigterm
-from nas.study import StudyMirror, make_sampler, open_study, records
+from nas.study import StudyMirror, make_sampler, open_study
 from nas.summary import SearchSummary, counts_towards_trials, summarise
+from nas.trial_record import records
 from search_spaces import SearchSpace, SpaceError, load_space
 
 __all__ = ["SearchError", "SearchStopped", "SearchSummary", "run_search", "stop_on_sigterm", "deferred_stops",

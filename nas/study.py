@@ -11,10 +11,8 @@ import copy
 import datetime
 import json
 import logging
-import math
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +25,10 @@ from optuna.trial import FrozenTrial, TrialState
 from common.errors import UserFacingError
 from common.sqlite import SQLITE_BUSY_TIMEOUT_MS, apply_pragmas
 from nas.config import ConfigError, SearchConfig
-from search_spaces import ArchSpec
+from nas.trial_record import Attr, TrialRecord
 
 __all__ = [
-    "StudyError", "TrialRecord", "STUDY_KEYS", "make_sampler", "open_study", "load_study", "records", "record_of",
-    "best_record", "pareto_records", "StudyMirror", "metric_names",
+    "StudyError", "STUDY_KEYS", "make_sampler", "open_study", "load_study", "StudyMirror", "metric_names",
 ]
 
 _log = logging.getLogger(__name__)
@@ -263,10 +260,10 @@ class StudyMirror:
     def requeue(self, rows: list[TrialRecord]) -> int:
         """Queue the architectures that an interrupt cut short and no later trial evaluated; returns how many."""
         evaluated = {r.spec.digest() for r in rows if r.spec is not None and (
-            r.state == "COMPLETE" or r.user_attrs.get("fail_kind") in ("evaluation", "worker_lost"))}
+            r.state == "COMPLETE" or r.user_attrs.get(Attr.FAIL_KIND) in ("evaluation", "worker_lost"))}
         queued = 0
         for row in rows:
-            if row.user_attrs.get("fail_kind") != "interrupted" or row.spec is None:
+            if row.user_attrs.get(Attr.FAIL_KIND) != "interrupted" or row.spec is None:
                 continue
             if row.spec.digest() in evaluated:
                 continue
@@ -292,9 +289,9 @@ def _write_trials(study: optuna.Study, trials: list[FrozenTrial], stored_number:
     numbers: list[int] = []
 
     def translate(record: FrozenTrial) -> FrozenTrial:
-        original = record.user_attrs.get("duplicate_of")
+        original = record.user_attrs.get(Attr.DUPLICATE_OF)
         if original is not None:
-            record.user_attrs["duplicate_of"] = stored_number.get(original, memory_of.get(original, original))
+            record.user_attrs[Attr.DUPLICATE_OF] = stored_number.get(original, memory_of.get(original, original))
         return record
 
     if backend is None:  # another storage: one by one through its API
@@ -373,67 +370,3 @@ def _number_trials(session, study_id: int, trial_ids: list[int]) -> list[int]:
     session.execute(update(table).where(table.c.trial_id == bindparam("id_")).values(number=bindparam("number_")),
                     [{"id_": t, "number_": n} for t, n in zip(trial_ids, numbers)])
     return numbers
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """What a search knows of one trial, read back from the storage."""
-    number: int
-    state: str  # "COMPLETE" | "PRUNED" | "FAIL" | "RUNNING" | "WAITING"
-    spec: ArchSpec | None
-    latency_ms: float | None
-    proxy: float | None
-    feasible: bool  # evaluated, and within the budget
-    params: int | None
-    flops: int | None
-    latency_source: str | None
-    breakdown_ms: dict
-    reason: str | None  # why a trial failed or was pruned
-    duplicate_of: int | None
-    user_attrs: dict
-    sampler_params: dict  # the Optuna parameters `sample_arch` read (``params`` is the parameter count)
-
-    @property
-    def stopped_by_pruner(self) -> bool:
-        """PRUNED because the pruner stopped its training (the other PRUNED trials were over the budget)."""
-        return self.state == "PRUNED" and "pruned_at_step" in self.user_attrs
-
-
-def record_of(trial: FrozenTrial, budget_ms: float) -> TrialRecord:
-    """`trial` as a `TrialRecord` of a study with budget `budget_ms`."""
-    attrs = trial.user_attrs
-    spec = ArchSpec.from_json(attrs["arch"]) if "arch" in attrs else None
-    latency_ms = attrs.get("latency_ms")
-    proxy = trial.values[0] if trial.state == TrialState.COMPLETE and trial.values else None
-    feasible = (proxy is not None and math.isfinite(proxy) and latency_ms is not None and latency_ms <= budget_ms)
-    return TrialRecord(number=trial.number, state=trial.state.name, spec=spec, latency_ms=latency_ms, proxy=proxy,
-                       feasible=feasible, params=attrs.get("params"), flops=attrs.get("flops"),
-                       latency_source=attrs.get("latency_source"), breakdown_ms=attrs.get("latency_breakdown_ms", {}),
-                       reason=attrs.get("fail_reason") or attrs.get("prune_reason"),
-                       duplicate_of=attrs.get("duplicate_of"), user_attrs=dict(attrs),
-                       sampler_params=dict(trial.params))
-
-
-def records(study: optuna.Study) -> list[TrialRecord]:
-    """Every trial of `study` as a `TrialRecord`, by trial number."""
-    budget_ms = float(study.user_attrs.get("budget_ms", math.inf))
-    return [record_of(trial, budget_ms) for trial in study.get_trials(deepcopy=False)]
-
-
-def _distinct_feasible(rows: list[TrialRecord]) -> list[TrialRecord]:
-    return [r for r in rows if r.feasible and r.duplicate_of is None]
-
-
-def best_record(rows: list[TrialRecord]) -> TrialRecord | None:
-    """The feasible trial with the highest proxy (the faster one on ties); None if none is feasible."""
-    feasible = _distinct_feasible(rows)
-    return max(feasible, key=lambda r: (r.proxy, -r.latency_ms, -r.number)) if feasible else None
-
-
-def pareto_records(rows: list[TrialRecord]) -> list[TrialRecord]:
-    """Feasible trials no other feasible trial beats on both proxy (higher) and latency (lower), fastest first."""
-    front: list[TrialRecord] = []
-    for row in sorted(_distinct_feasible(rows), key=lambda r: (r.latency_ms, -r.proxy, r.number)):
-        if not front or row.proxy > front[-1].proxy:
-            front.append(row)
-    return front

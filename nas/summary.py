@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import optuna
 
 from nas.config import SearchConfig
-from nas.study import TrialRecord, best_record, pareto_records, records
+from nas.trial_record import Attr, TrialRecord, best_record, pareto_records, records
 
 __all__ = ["SearchSummary", "summarise", "counts_towards_trials"]
 
@@ -52,7 +52,7 @@ class SearchSummary:
 
 def counts_towards_trials(row: TrialRecord) -> bool:
     """Settled trials count towards ``--trials``, except those an interrupt cut short (requeued)."""
-    return row.state in ("COMPLETE", "PRUNED", "FAIL") and row.user_attrs.get("fail_kind") != "interrupted"
+    return row.state in ("COMPLETE", "PRUNED", "FAIL") and row.user_attrs.get(Attr.FAIL_KIND) != "interrupted"
 
 
 def _row_summary(row: TrialRecord) -> dict:
@@ -73,8 +73,8 @@ def summarise(study: optuna.Study, config: SearchConfig, status: str, seconds: f
               "duplicates": sum(r.duplicate_of is not None for r in rows),
               "over_budget": sum(r.state == "PRUNED" and not r.stopped_by_pruner for r in rows),
               "pruned": sum(r.stopped_by_pruner for r in rows),
-              "failed": sum(r.state == "FAIL" and r.user_attrs.get("fail_kind") != "interrupted" for r in rows),
-              "interrupted": sum(r.user_attrs.get("fail_kind") == "interrupted" for r in rows)}
+              "failed": sum(r.state == "FAIL" and r.user_attrs.get(Attr.FAIL_KIND) != "interrupted" for r in rows),
+              "interrupted": sum(r.user_attrs.get(Attr.FAIL_KIND) == "interrupted" for r in rows)}
     sources = {r.latency_source.split(";")[0].split(" (")[0] for r in rows if r.latency_source}
     source = best.latency_source if best else ("; ".join(sorted(sources)) or "none")
     notes = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import math
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from common.errors import UserFacingError
 
 __all__ = [
     "SCHEMA_VERSION", "SpecError", "ConvMixer", "WindowMixer", "LinearMixer", "SingleHeadMixer", "StripMixer",
-    "QnAMixer", "MixerSpec", "MIXER_TYPES", "mixer_types", "MIN_RESOLUTION", "MAX_RESOLUTION", "StemSpec", "DownsampleSpec", "StageSpec", "HeadSpec", "ArchSpec",
+    "QnAMixer", "MixerSpec", "MIXER_TYPES", "mixer_types", "MIN_RESOLUTION", "MAX_RESOLUTION", "StemSpec",
+    "DownsampleSpec", "StageSpec", "HeadSpec", "ArchSpec",
 ]
 
 SCHEMA_VERSION = 1
@@ -144,7 +146,7 @@ MIN_RESOLUTION, MAX_RESOLUTION = 16, 2048
 def mixer_types() -> dict[str, type]:
     """`MIXER_TYPES` with the built-in mixers and users' plug-ins registered: the first call imports
     `search_spaces.mixers`, which registers them, so reading a spec needs no import before it."""
-    import search_spaces.mixers  # noqa: F401
+    importlib.import_module("search_spaces.mixers")  # registers them on its first import; then a dict lookup
     return MIXER_TYPES
 
 

@@ -1,4 +1,5 @@
-"""The floors (docs/ARCHITECTURE.md): launch -> nas -> latency_tables -> search_spaces -> kernels -> common; none imports up."""
+"""The floors (docs/ARCHITECTURE.md): launch -> nas -> latency_tables -> search_spaces -> kernels -> common;
+none imports up."""
 from __future__ import annotations
 
 import ast

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from common.errors import UserFacingError
 
-__all__ = ["ImageData", "DataError", "HOLDOUT_FRACTION", "SEED", "assemble", "checked_class_names", "check_load_args", "resize_uint8", "select_splits", "source_line"]
+__all__ = ["ImageData", "DataError", "HOLDOUT_FRACTION", "SEED", "assemble", "checked_class_names", "check_load_args",
+           "resize_uint8", "select_splits", "source_line"]
 
 logger = logging.getLogger(__name__)
 

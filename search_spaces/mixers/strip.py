@@ -1,8 +1,9 @@
 """Strip attention, in the CSWin sense (Dong et al., 2022): cross-shaped windows made of one vertical and one
 horizontal stripe of width sw, half the heads each, plus LePE. NHWC in/out.
 
-(the mixer specification allows S2AFormer's strip attention or CSWin stripes; this project implements CSWin's. One deviation:
-LePE's depthwise 3x3 runs over the whole map of V rather than per stripe, so it also sees across stripe edges.)
+(the mixer specification allows S2AFormer's strip attention or CSWin stripes; this project implements CSWin's.
+One deviation: LePE's depthwise 3x3 runs over the whole map of V rather than per stripe, so it also sees across
+stripe edges.)
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import torch
 
 import nas.export as export_module
 from nas.export import choose, export_study, model_name
-from nas.study import records
+from nas.trial_record import records
 from search_spaces import TINY_ARCHS, count_flops, count_params
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,11 +8,9 @@ from optuna.trial import TrialState
 
 from nas import study as study_module
 from nas.config import SearchConfig
+from nas.study import STUDY_KEYS, StudyError, StudyMirror, load_study, make_sampler, metric_names, open_study
+from nas.trial_record import best_record, pareto_records, records
 from search_spaces import TINY_ARCHS
-from nas.study import (
-    STUDY_KEYS, StudyError, StudyMirror, best_record, load_study, make_sampler, metric_names, open_study,
-    pareto_records, records,
-)
 from tests.conftest import STUDY_ATTRS, add_trial
 
 
@@ -242,8 +240,8 @@ def test_processes_creating_one_new_database_at_once_all_open_it(tmp_path):
 
 
 def test_only_a_concurrent_schema_creation_is_retried():
-    from sqlalchemy.exc import IntegrityError, OperationalError
     from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     duplicate = IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
     exists = OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
