@@ -28,19 +28,19 @@ accumulate in fp32).
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
+from kernels._triton import num_sms
+
 __all__ = ["linear_attention_triton"]
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MAX_HEAD_DIM = 128
 _MAX_SPLITS = 64
-_DEFAULT_NUM_SMS = 132  # H100 SXM; used when tensors are not on a CUDA device (interpreter)
 _REDUCE_TILE_ELEMENTS = 8192
 
 
@@ -161,11 +161,6 @@ class _Config:
     dot_precision_apply: str
 
 
-@functools.lru_cache(maxsize=None)
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def _configs(n_tokens: int, head_dim: int, pairs: int, num_sms: int, kv_dtype: torch.dtype) -> _Config:
     """Block sizes, warps, token splits and dot precisions for one call (see the module docstring)."""
     d_pad = max(16, triton.next_power_of_2(head_dim))
@@ -225,10 +220,8 @@ def linear_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t
     if out.numel() == 0:
         return out
     pairs = batch * heads
-    num_sms = _num_sms(q.device.index if q.device.index is not None else torch.cuda.current_device()) \
-        if q.is_cuda else _DEFAULT_NUM_SMS
     # The state phase reads k and v: plain tf32 is exact only when both are fp16/bf16.
-    cfg = _configs(n_tokens, head_dim, pairs, num_sms, k.dtype if k.dtype == v.dtype else torch.float32)
+    cfg = _configs(n_tokens, head_dim, pairs, num_sms(q.device), k.dtype if k.dtype == v.dtype else torch.float32)
     d_pad = cfg.d_pad
     elements = d_pad * d_pad + d_pad  # S row-major, then z
     temperature = temperature.to(torch.float32).contiguous()  # [heads]: no-op when already so

@@ -10,14 +10,14 @@ Triton specialises strides equal to 1, so both that layout and the contiguous on
 """
 from __future__ import annotations
 
-import functools
 import math
-import os
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
+
+from kernels._triton import interpreting, num_sms
 
 __all__ = ["single_head_attention_triton"]
 
@@ -105,14 +105,6 @@ class _Config(NamedTuple):
     num_stages: int
 
 
-@functools.lru_cache(maxsize=None)
-def _num_sms(device: torch.device) -> int:
-    """Streaming multiprocessors of `device`; 132 (H100 SXM) when it is not a CUDA device (interpreter)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 132
-
-
 # (half-precision dots?, BLOCK_M, BLOCK_DV) -> (BLOCK_N, num_warps). Picked from `ptxas -v` for sm_90a over
 # BLOCK_N in {32, 64} x num_warps in {2, 4, 8} at Dqk 16 and 32, both layouts: the largest BLOCK_N, then the fewest
 # warps, that compile without register spills (one 8-byte spill is left: fp32, 64, 32, contiguous, Dqk 16).
@@ -137,7 +129,7 @@ def _configs(batch: int, n_tokens: int, d_v: int, half_dots: bool, device: torch
     split the v channels over the grid too (each chunk recomputes the cheap ``Dqk``-wide logits). ``BLOCK_N`` and
     the warps then come from `_TILES`.
     """
-    target_programs = _num_sms(device)
+    target_programs = num_sms(device)
     block_dv = min(max(16, triton.next_power_of_2(d_v)), _MAX_BLOCK_DV)
     block_m = 16
     for candidate in (128, 64, 32):
@@ -152,10 +144,6 @@ def _configs(batch: int, n_tokens: int, d_v: int, half_dots: bool, device: torch
     block_n, num_warps = _TILES[(half_dots, block_m, max(32, block_dv))]
     block_n = min(block_n, max(16, triton.next_power_of_2(n_tokens)))
     return _Config(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_DV=block_dv, num_warps=num_warps, num_stages=2)
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _fp32_input_precision() -> str:
@@ -196,7 +184,7 @@ def single_head_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
         return out
 
     # bf16 arithmetic is wrong under the interpreter, so there it is computed in fp32.
-    low_precision = _HALF_DTYPES if not _interpreting() else (torch.float16,)
+    low_precision = _HALF_DTYPES if not interpreting(_single_head_attention_fwd_kernel) else (torch.float16,)
     qk_dot_fp32 = not (q.dtype == k.dtype and q.dtype in low_precision)
     pv_dot_fp32 = v.dtype not in low_precision
     half_dots = not (qk_dot_fp32 or pv_dot_fp32)

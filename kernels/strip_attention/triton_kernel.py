@@ -12,12 +12,13 @@ stripe when ``sw`` does not divide ``n_cols``) sits at row ``t // sw_eff``, colu
 from __future__ import annotations
 
 import contextlib
-import functools
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
+
+from kernels._triton import interpreting, num_sms
 
 __all__ = ["strip_attention_triton"]
 
@@ -141,16 +142,6 @@ def _configs(max_seq_len: int, block_d: int, n_stripe_programs: int, n_sms: int 
     return _Config(block_m=block_m, block_n=block_n, num_warps=num_warps, num_stages=2)
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def _interpreting() -> bool:
-    """Whether the kernel was decorated under Triton's interpreter (``TRITON_INTERPRET=1`` before triton's import)."""
-    return not isinstance(_strip_attention_fwd_kernel, triton.runtime.JITFunction)
-
-
 def strip_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stripe_width: int,
                            scale: float) -> torch.Tensor:
     """Launcher: q, k, v ``[B, H, W, heads, D]`` (heads even, any strides) -> ``[B, H, W, heads, D]`` contiguous.
@@ -174,8 +165,8 @@ def strip_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, st
     if d > _MAX_HEAD_DIM:
         raise ValueError(f"strip_attention_triton: head dim {d} > {_MAX_HEAD_DIM} is not supported; use "
                          f"backend='torch'")
-    interpreting = _interpreting()
-    if not q.is_cuda and not interpreting:
+    interpreted = interpreting(_strip_attention_fwd_kernel)
+    if not q.is_cuda and not interpreted:
         raise RuntimeError(f"strip_attention_triton: tensors on {q.device} need Triton's interpreter: set "
                            f"TRITON_INTERPRET=1 before triton is imported, or use backend='torch'")
     out = torch.empty((b, h, w, heads, d), dtype=q.dtype, device=q.device)
@@ -187,8 +178,7 @@ def strip_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, st
     max_seq_len = max(h * sw_v, w * sw_h)
     n_stripes_max = max(n_stripes_v, n_stripes_h)
     block_d = max(16, triton.next_power_of_2(d))
-    n_sms = None if interpreting else _sm_count(q.device.index if q.device.index is not None
-                                                else torch.cuda.current_device())
+    n_sms = None if interpreted else num_sms(q.device)
     n_stripe_programs = b * (heads // 2) * (n_stripes_v + n_stripes_h)
     cfg = _configs(max_seq_len, block_d, n_stripe_programs, n_sms)
     n_m_blocks = triton.cdiv(max_seq_len, cfg.block_m)
@@ -197,7 +187,7 @@ def strip_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, st
     # "tf32", Triton's default, does not affect 16-bit operands). fp16/bf16 stay in their dtype for tl.dot (fp32
     # accumulation), except bf16 under the interpreter, whose bf16 arithmetic is wrong.
     input_precision = "ieee" if q.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else "tf32"
-    upcast = interpreting and q.dtype == torch.bfloat16
+    upcast = interpreted and q.dtype == torch.bfloat16
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         _strip_attention_fwd_kernel[grid](
             q, k, v, out,

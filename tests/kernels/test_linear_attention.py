@@ -84,8 +84,7 @@ def test_matches_reference_strided_head_dim():
 @pytest.mark.parametrize("batch, heads, splits", [(2, 3, 1), (1, 2, 2)], ids=["1-split", "2-splits"])
 def test_splits_spanning_several_token_tiles(monkeypatch, batch, heads, splits):
     """Few SMs -> few splits of N, each looping over several BLOCK_N tiles (the last one partial)."""
-    monkeypatch.setattr(triton_kernel, "_DEFAULT_NUM_SMS", 1)
-    monkeypatch.setattr(triton_kernel, "_num_sms", lambda device_index: 1)
+    monkeypatch.setattr(triton_kernel, "num_sms", lambda device: 1)
     cfg = triton_kernel._configs(221, 32, batch * heads, 1, torch.float32)
     assert cfg.splits == splits and cfg.tokens_per_split >= 2 * cfg.block_n_state
     q, k, v = _qkv(batch, 221, heads, 32, torch.float32)
