@@ -34,6 +34,11 @@ def test_check_accepts_a_valid_spec_file(tmp_path, capsys) -> None:
 _HEAVY = ("torch", "timm", "optuna", "ray", "fvcore")
 
 
+def test_every_command_of_the_parser_has_a_runner() -> None:
+    from launch_parser import COMMANDS
+    assert tuple(launch.RUN) == COMMANDS
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["search", "--help"], ["measure", "--help"],
                                   ["--target", "cpu", "--budget", "5"], ["check", "missing.json"]])
 def test_help_and_bad_input_import_no_heavy_package(argv) -> None:
