@@ -1,7 +1,6 @@
 """The search driver against real Ray (a local instance, and a head started with ``ray start``)."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -11,7 +10,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -23,23 +21,12 @@ from optuna.trial import TrialState
 from latency_tables import LatencyTable, open_table
 from nas.config import SearchConfig
 from nas.evaluate import EvalRequest, Outcome, evaluate
-from nas.search import SearchStopped, SearchSummary, deferred_stops, run_search, stop_on_sigterm
+from nas.search import run_search
 from search_spaces import ArchSpec, SearchSpace, count_flops, count_params, sample_archs
-from tests.conftest import free_port
+from tests.nas.searching import (RESOLUTION, ROOT, TARGET, assert_trials_line_sums, search_config, stop_group,
+                                 stored_study)
 
-ROOT = Path(__file__).resolve().parents[2]
-TARGET, RESOLUTION = "a100", 64  # estimated latencies (no table needed); 64x64 keeps block tracing fast
 pytestmark = pytest.mark.slow
-
-
-def _median_budget_ms() -> float:
-    table = open_table(TARGET, resolution=RESOLUTION, create=False)
-    return statistics.median(table.predict(spec).latency_ms for spec in sample_archs(15, 0))
-
-
-@pytest.fixture(scope="module")
-def budget_ms() -> float:
-    return _median_budget_ms()
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +43,9 @@ def local_ray():
     ray.shutdown()
 
 
-def _config(tmp_path: Path, budget_ms: float, **fields) -> SearchConfig:
-    return SearchConfig(**{"target": TARGET, "budget_ms": budget_ms, "resolution": RESOLUTION, "trials": 8,
-                           "workers": 2, "proxy": "synflow", "sampler": "random", "out": tmp_path, "top_k": 2,
-                           "onnx": False, **fields})  # ONNX: tests/nas/test_onnx_export.py, and end to end below
-
-
-def _study(config: SearchConfig) -> optuna.Study:
-    config = config.resolved()
-    return optuna.load_study(study_name=config.study, storage=config.storage)
-
-
 def test_search_end_to_end(tmp_path, budget_ms, local_ray):
-    summary = run_search(_config(tmp_path, budget_ms, onnx=True, top_k=0), progress=False)
-    study = _study(_config(tmp_path, budget_ms))
+    summary = run_search(search_config(tmp_path, budget_ms, onnx=True, top_k=0), progress=False)
+    study = stored_study(search_config(tmp_path, budget_ms))
     trials = study.get_trials()
     assert len(trials) == 8 and summary.trials["total"] == 8
     evaluated = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -106,9 +82,9 @@ def test_search_end_to_end(tmp_path, budget_ms, local_ray):
 def test_a_lookup_proxy_settles_every_trial_in_the_driver_without_ray(tmp_path, budget_ms, monkeypatch):
     import nas.search
     monkeypatch.setattr(nas.search, "ray_session", lambda *a: pytest.fail("a lookup search started Ray"))
-    config = _config(tmp_path, budget_ms, proxy="params", trials=12)
+    config = search_config(tmp_path, budget_ms, proxy="params", trials=12)
     summary = run_search(config, evaluator=lambda *a, **k: pytest.fail("a lookup went to a worker"), progress=False)
-    trials = _study(config).get_trials()
+    trials = stored_study(config).get_trials()
     evaluated = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(trials) == 12 and evaluated and summary.trials["total"] == 12
     for trial in evaluated:
@@ -119,12 +95,12 @@ def test_a_lookup_proxy_settles_every_trial_in_the_driver_without_ray(tmp_path, 
 
 def test_a_lookup_search_stops_at_its_timeout(tmp_path, budget_ms):
     """No trial waits on a worker, so the deadline is checked between trials, not only between collections."""
-    config = dataclasses.replace(_config(tmp_path, budget_ms, proxy="flops", trials=1_000_000), timeout_s=1.5)
+    config = dataclasses.replace(search_config(tmp_path, budget_ms, proxy="flops", trials=1_000_000), timeout_s=1.5)
     started = time.monotonic()
     summary = run_search(config, progress=False)
     assert summary.status == "timeout" and time.monotonic() - started < 60
     assert 0 < summary.trials["total"] < 1_000_000 == config.trials
-    assert len(_study(config).get_trials()) == summary.trials["total"]  # every trial asked was stored
+    assert len(stored_study(config).get_trials()) == summary.trials["total"]  # every trial asked was stored
 
 
 def test_summary_and_pareto_set_are_right_at_thousands_of_trials(tmp_path):
@@ -138,7 +114,7 @@ def test_summary_and_pareto_set_are_right_at_thousands_of_trials(tmp_path):
     budget_ms = _latencies_median(config, space)
     config = dataclasses.replace(config, budget_ms=budget_ms)
     summary = run_search(config, progress=False)
-    stored = _study(config).get_trials()
+    stored = stored_study(config).get_trials()
     by_number = {t.number: t for t in stored}
     duplicates = [t for t in stored if "duplicate_of" in t.user_attrs]
     over = [t for t in stored if t.state == TrialState.PRUNED]
@@ -168,8 +144,8 @@ def _latencies_median(config: SearchConfig, space: SearchSpace) -> float:
 
 
 def test_nsga2_searches_the_pareto_front(tmp_path, budget_ms, local_ray):
-    summary = run_search(_config(tmp_path, budget_ms * 2, sampler="nsga2", trials=6), progress=False)
-    study = _study(_config(tmp_path, budget_ms * 2, sampler="nsga2"))
+    summary = run_search(search_config(tmp_path, budget_ms * 2, sampler="nsga2", trials=6), progress=False)
+    study = stored_study(search_config(tmp_path, budget_ms * 2, sampler="nsga2"))
     assert study.metric_names == ["proxy_synflow", "latency_ms"] and len(study.directions) == 2
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         assert trial.values[1] == pytest.approx(trial.user_attrs["latency_ms"])
@@ -182,8 +158,8 @@ def test_an_architecture_is_evaluated_once(tmp_path, local_ray):
     single = SearchSpace(stem_kinds=("patch",), stem_strides=(4,), num_stages=(3,), widths=((32,), (64,), (96,)),
                          depths=((1,), (1,), (1,)), mlp_ratios=(2.0,), mixers=("conv",), downsamples=("conv2x2",),
                          conv_kernel_sizes=(3,), conv_variants=("convnext",))
-    summary = run_search(dataclasses.replace(_config(tmp_path, 1000.0, trials=5), space=single), progress=False)
-    trials = _study(_config(tmp_path, 1000.0)).get_trials()
+    summary = run_search(dataclasses.replace(search_config(tmp_path, 1000.0, trials=5), space=single), progress=False)
+    trials = stored_study(search_config(tmp_path, 1000.0)).get_trials()
     originals = [t for t in trials if "duplicate_of" not in t.user_attrs]
     assert len(originals) == 1 and summary.trials["duplicates"] == 4 and summary.trials["feasible"] == 1
     assert all(t.values == originals[0].values for t in trials)
@@ -210,9 +186,9 @@ def _fragile_evaluator(request: EvalRequest, data=None) -> Outcome:
 def test_failed_and_lost_evaluations_are_fail_trials(tmp_path, local_ray):
     shutil.rmtree(LOST_ONCE_MARKERS, ignore_errors=True)
     LOST_ONCE_MARKERS.mkdir()
-    summary = run_search(_config(tmp_path, 1000.0, trials=10, seed=4), evaluator=_fragile_evaluator,
+    summary = run_search(search_config(tmp_path, 1000.0, trials=10, seed=4), evaluator=_fragile_evaluator,
                          progress=False)
-    trials = _study(_config(tmp_path, 1000.0)).get_trials()
+    trials = stored_study(search_config(tmp_path, 1000.0)).get_trials()
     kinds = {t.number: ArchSpec.from_json(t.user_attrs["arch"]).stages[0].mixer.kind for t in trials}
     shutil.rmtree(LOST_ONCE_MARKERS, ignore_errors=True)
     assert {"strip", "linear", "single_head"} <= set(kinds.values()), "seed must sample every failure kind"
@@ -252,14 +228,14 @@ def test_the_median_pruner_stops_short_trainings_behind_the_median(tmp_path, loc
     np.savez(images, x_train=rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8), y_train=np.arange(12) % 2,
              x_test=rng.integers(0, 255, (6, 8, 8, 3), dtype=np.uint8), y_test=np.arange(6) % 2)
     # one worker: each report is judged against exactly the trials numbered before it
-    config = _config(tmp_path, 1000.0, trials=12, workers=1, proxy="short_train", data=images, pruner=pruner, seed=3)
+    config = search_config(tmp_path, 1000.0, trials=12, workers=1, proxy="short_train", data=images, pruner=pruner, seed=3)
     summary = run_search(config, evaluator=_reporting_evaluator, progress=False)
-    trials = _study(config).get_trials()
+    trials = stored_study(config).get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert len(complete) + len(pruned) == 12 and summary.trials["over_budget"] == 0
     assert summary.trials["pruned"] == len(pruned)
-    _assert_trials_line_sums(summary)
+    assert_trials_line_sums(summary)
     assert ("stopped by the pruner" in summary.trials_line()) == bool(pruned)
     if pruner == "none":
         assert not pruned and all(t.intermediate_values == {} for t in complete)
@@ -277,18 +253,18 @@ def test_the_median_pruner_stops_short_trainings_behind_the_median(tmp_path, loc
 
 
 def test_rerun_resumes_the_study(tmp_path, budget_ms, local_ray):
-    run_search(_config(tmp_path, budget_ms, trials=3), progress=False)
+    run_search(search_config(tmp_path, budget_ms, trials=3), progress=False)
     def stored() -> dict:
         return {t.number: (t.state, t.values, t.user_attrs.get("arch"))
-                for t in _study(_config(tmp_path, budget_ms)).get_trials()}
+                for t in stored_study(search_config(tmp_path, budget_ms)).get_trials()}
 
     before = stored()
-    summary = run_search(_config(tmp_path, budget_ms, trials=5), progress=False)
+    summary = run_search(search_config(tmp_path, budget_ms, trials=5), progress=False)
     after = stored()
     assert len(before) == 3 and len(after) == 5 and summary.trials["total"] == 5
     assert all(after[n] == before[n] for n in before)
-    run_search(_config(tmp_path, budget_ms, trials=5), progress=False)  # nothing left to do
-    assert len(_study(_config(tmp_path, budget_ms)).get_trials()) == 5
+    run_search(search_config(tmp_path, budget_ms, trials=5), progress=False)  # nothing left to do
+    assert len(stored_study(search_config(tmp_path, budget_ms)).get_trials()) == 5
 
 
 def _slow_evaluator(request: EvalRequest, data=None) -> Outcome:
@@ -297,241 +273,11 @@ def _slow_evaluator(request: EvalRequest, data=None) -> Outcome:
 
 
 def test_timeout_stops_asking_and_finishes_running_trials(tmp_path, local_ray):
-    summary = run_search(_config(tmp_path, 1000.0, trials=100, timeout_s=1.5), evaluator=_slow_evaluator,
+    summary = run_search(search_config(tmp_path, 1000.0, trials=100, timeout_s=1.5), evaluator=_slow_evaluator,
                          progress=False)
-    trials = _study(_config(tmp_path, 1000.0)).get_trials()
+    trials = stored_study(search_config(tmp_path, 1000.0)).get_trials()
     assert summary.status == "timeout" and 2 <= len(trials) < 100
     assert all(t.state == TrialState.COMPLETE for t in trials)  # in-flight ones were waited for, not dropped
-
-
-_SLOW_SEARCH = textwrap.dedent("""
-    import signal, sys, time
-    # Ctrl-C as at a terminal: a job started in the background of a non-interactive shell (as CI may run the
-    # tests) inherits SIGINT ignored, and Python then keeps ignoring it
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.path.insert(0, {root!r})
-    import nas.search
-    from nas.evaluate import evaluate
-
-    def slow(request, data=None):
-        time.sleep({sleep_s})
-        return evaluate(request, data)
-
-    original = nas.search.run_search
-    nas.search.run_search = lambda config, **kw: original(config, evaluator=slow, **kw)
-    import launch
-    sys.exit(launch.main(sys.argv[1:]))
-""")
-
-
-def _stop_slow_search(tmp_path: Path, args: list[str], stop_signal: int, env: dict) -> tuple[int, str, dict]:
-    """Start the search (1 s a trial), send `stop_signal` once 2 trials are stored: ``(exit code, stderr,
-    {number: (values, arch)} of the trials completed before the signal)``."""
-    slow = tmp_path / "slow_search.py"
-    slow.write_text(_SLOW_SEARCH.format(root=str(ROOT), sleep_s=1.0))
-    # output to a file, not a pipe: a pipe nobody reads blocks the search once Ray's warnings fill its buffer
-    log = tmp_path / "search.err"
-    with log.open("w") as err, (tmp_path / "search.out").open("w") as out:
-        process = subprocess.Popen([sys.executable, str(slow), *args], cwd=tmp_path, env=env, stdout=out,
-                                   stderr=err, text=True, start_new_session=True)
-    storage = tmp_path / "study.db"
-    deadline = time.monotonic() + 150
-    completed: dict = {}
-    while time.monotonic() < deadline and len(completed) < 2 and process.poll() is None:
-        time.sleep(0.5)
-        if storage.exists():
-            with contextlib.suppress(Exception):
-                study = optuna.load_study(study_name=None, storage=f"sqlite:///{storage}")
-                completed = {t.number: (t.values, t.user_attrs["arch"])
-                             for t in study.get_trials(states=(TrialState.COMPLETE,))}
-    if len(completed) < 2:
-        _stop_group(process)
-        pytest.fail(f"the search completed {len(completed)} trials (exit {process.returncode}); its output ends:\n"
-                    + log.read_text()[-3000:])
-    process.send_signal(stop_signal)
-    try:
-        process.wait(timeout=60)
-    finally:
-        _stop_group(process)
-    return process.returncode, log.read_text(), completed
-
-
-def _assert_kept(storage: Path, completed: dict) -> dict:
-    """Every trial completed before the interrupt is stored intact; returns the stored trials by number."""
-    study = optuna.load_study(study_name=None, storage=f"sqlite:///{storage}")
-    stored = {t.number: t for t in study.get_trials()}
-    for number, (values, arch) in completed.items():
-        assert stored[number].state == TrialState.COMPLETE
-        assert stored[number].values == values and stored[number].user_attrs["arch"] == arch
-    assert not [t for t in stored.values() if t.state == TrialState.RUNNING]
-    return stored
-
-
-def _slow_args(tmp_path: Path, budget_ms: float, trials: int) -> list[str]:
-    return ["--target", TARGET, "--budget", f"{budget_ms * 3:.4f}ms", "--resolution", str(RESOLUTION), "--trials",
-            str(trials), "--workers", "2", "--proxy", "synflow", "--sampler", "random", "--out", str(tmp_path),
-            "--quiet", "--no-onnx"]
-
-
-def test_sigint_then_rerun_loses_no_completed_trial(tmp_path, budget_ms):
-    trials = 30  # at 1 s a trial on 2 workers, ~14 s still to go when the test interrupts after 2 completed
-    args = _slow_args(tmp_path, budget_ms, trials)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    code, stderr, completed = _stop_slow_search(tmp_path, args, signal.SIGINT, env)
-    assert code == 130, stderr[-3000:]
-    assert stderr.strip().splitlines()[-1].startswith("interrupted: finished trials are stored")
-    interrupted = json.loads((tmp_path / "summary.json").read_text())
-    assert interrupted["status"] == "interrupted"
-
-    result = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    stored = _assert_kept(tmp_path / "study.db", completed)
-    counted = [t for t in stored.values() if t.user_attrs.get("fail_kind") != "interrupted"]
-    assert len(counted) == trials
-    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "finished"
-
-
-def test_sigkill_of_a_lookup_search_loses_at_most_the_unflushed_batch(tmp_path):
-    """Batched writes: a killed driver leaves whole trials numbered without gaps; the same command resumes to the
-    exact total, evaluating what the lost batch held again."""
-    # 224 px: every block's counts are shipped, so a trial is a lookup (~5 ms), not a first count
-    args = ["--target", TARGET, "--budget", "1000ms", "--resolution", "224", "--proxy", "flops", "--sampler", "random",
-            "--out", str(tmp_path), "--no-export", "--quiet"]
-    storage = tmp_path / "study.db"
-    with (tmp_path / "search.err").open("w") as err:
-        process = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args, "--trials", "1000000"],
-                                   cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-    try:
-        deadline, stored = time.monotonic() + 120, 0
-        while stored < 150 and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.3)
-            with contextlib.suppress(Exception):
-                stored = len(optuna.load_study(study_name=None, storage=f"sqlite:///{storage}").get_trials())
-        assert stored >= 150, (tmp_path / "search.err").read_text()[-2000:]
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        _stop_group(process)
-    kept = optuna.load_study(study_name=None, storage=f"sqlite:///{storage}").get_trials()
-    assert [t.number for t in kept] == list(range(len(kept)))
-    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "arch" in t.user_attrs for t in kept)
-    assert all(t.values for t in kept if t.state == TrialState.COMPLETE)
-    total = len(kept) + 40
-    result = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args, "--trials", str(total)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    resumed = optuna.load_study(study_name=None, storage=f"sqlite:///{storage}").get_trials()
-    assert [t.number for t in resumed] == list(range(total))
-    assert json.loads((tmp_path / "summary.json").read_text())["trials"]["total"] == total
-
-
-def test_sigterm_stops_the_search_as_ctrl_c_does(tmp_path, budget_ms):
-    """`kill <pid>` (a job scheduler's stop): in-flight trials stored as interrupted, summary written, exit 143 —
-    not Ray's own SIGTERM handler, which exits at once."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    code, stderr, completed = _stop_slow_search(tmp_path, _slow_args(tmp_path, budget_ms, 30), signal.SIGTERM, env)
-    assert code == 143, stderr[-3000:]
-    assert stderr.strip().splitlines()[-1].startswith("interrupted: finished trials are stored")
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["status"] == "interrupted"
-    stored = _assert_kept(tmp_path / "study.db", completed)
-    assert summary["trials"]["total"] == len(stored) < 30
-    interrupted = [t for t in stored.values() if t.user_attrs.get("fail_kind") == "interrupted"]
-    assert summary["trials"]["interrupted"] == len(interrupted) <= 2  # at most one a worker was in flight
-    _assert_trials_line_sums(SearchSummary(**summary))
-
-
-def _assert_trials_line_sums(summary: SearchSummary) -> None:
-    """The printed ``trials: N — a x, b y, ...``: the parts sum to N, each trial in one part."""
-    total, parts = summary.trials_line().removeprefix("trials: ").split(" — ")
-    assert sum(int(part.split()[0]) for part in parts.split(", ")) == int(total) == summary.trials["total"]
-    if summary.trials["interrupted"]:
-        assert f"{summary.trials['interrupted']} interrupted (run again on resume)" in parts
-
-
-def _signal_self(signum: int) -> None:
-    os.kill(os.getpid(), signum)
-    for _ in range(100):  # the handler runs in the main thread at the next bytecode; sleep is cut short if it raises
-        time.sleep(0.01)
-
-
-def test_stop_on_sigterm_raises_once_then_records_and_restores_the_handler():
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(SearchStopped) as stopped:
-        with stop_on_sigterm() as received:
-            _signal_self(signal.SIGTERM)
-    assert stopped.value.signum == received.signum == signal.SIGTERM
-    assert signal.getsignal(signal.SIGTERM) is before
-    with stop_on_sigterm() as received:
-        with contextlib.suppress(SearchStopped):
-            _signal_self(signal.SIGTERM)
-        _signal_self(signal.SIGTERM)  # a second kill, as during the cleanup: recorded, not raised
-    assert received.signum == signal.SIGTERM
-
-
-def test_deferred_stops_ignore_ctrl_c_and_sigterm_then_restore_them():
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with deferred_stops():
-        _signal_self(signal.SIGINT)
-        _signal_self(signal.SIGTERM)
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
-
-
-def test_search_on_a_ray_head_started_by_the_test(tmp_path, budget_ms):
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    ray_bin = Path(sys.executable).with_name("ray")
-    # its own temp dir (short: Ray's socket paths must fit 107 bytes), so the cluster address file it writes
-    # never points later local searches at this head
-    temp_dir = tempfile.mkdtemp(prefix="rayhead", dir="/tmp")
-    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-                             "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
-                             f"--temp-dir={temp_dir}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        summary = run_search(_config(tmp_path, budget_ms, trials=4, ray_address=f"127.0.0.1:{port}"),
-                             progress=False)
-        assert summary.trials["total"] == 4 and summary.trials["failed"] == 0
-        workers = {t.user_attrs["worker"] for t in _study(_config(tmp_path, budget_ms)).get_trials()
-                   if t.state == TrialState.COMPLETE}
-        assert workers and all(w.split(":")[1] != str(os.getpid()) for w in workers)
-    finally:
-        _stop_group(head)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _stop_group(head: subprocess.Popen) -> None:
-    """Stop the Ray head and every process it started (they share its process group), by their PIDs."""
-    def members() -> list[str]:  # live processes of the group (zombies are already dead)
-        pids = subprocess.run(["pgrep", "-g", str(head.pid)], capture_output=True, text=True).stdout.split()
-        return [pid for pid in pids if _state(pid) not in ("Z", "X", None)]
-
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(head.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while members() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    if members():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while members() and time.monotonic() < deadline:
-            time.sleep(0.2)
-    head.wait(timeout=10)
-    assert not members(), "ray processes left running"
-
-
-def _state(pid: str) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 def two_drivers_on_one_study(tmp_path: Path, storage: str, trials: int = 300) -> list[optuna.trial.FrozenTrial]:
@@ -549,7 +295,7 @@ def two_drivers_on_one_study(tmp_path: Path, storage: str, trials: int = 300) ->
         codes = [driver.wait(timeout=300) for driver in drivers]
     finally:
         for driver, log in zip(drivers, logs):
-            _stop_group(driver)
+            stop_group(driver)
             log.close()
     assert codes == [0, 0], [(tmp_path / f"driver{i}.err").read_text()[-2000:] for i in range(2)]
     return optuna.load_study(study_name="shared", storage=storage).get_trials()
@@ -611,22 +357,3 @@ def test_a_cpu_search_on_a_table_that_does_not_fit_this_machine_stops_or_goes_on
         pytest.approx(1.9 * predict_ms, rel=1e-6)
 
 
-def test_a_local_ray_session_leaves_no_session_folder_behind():
-    """Ray keeps each session's folder (/tmp/ray/session_*: logs, sockets) forever; a search's own is removed."""
-    temp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
-    script = f"""
-import json, os, sys
-sys.path.insert(0, {str(ROOT)!r})
-from nas.search import ray_session
-with ray_session(None, 1):
-    print(json.dumps(sorted(os.listdir({str(temp)!r}))))
-"""
-    try:
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "TMPDIR": str(temp), "RAY_AUTH_MODE": "disabled"})
-        assert result.returncode == 0, result.stderr[-2000:]
-        (during,) = json.loads(result.stdout.strip().splitlines()[-1])
-        assert during.startswith("ray-hnas-")  # the session lived in its own folder under TMPDIR...
-        assert list(temp.iterdir()) == []  # ...and nothing is left of it
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
