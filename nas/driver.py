@@ -258,6 +258,15 @@ class Driver:
         self.requests.clear()
         self.waiting.clear()
 
+    def _settled(self, settled: int, bar: tqdm) -> None:
+        """Count `settled` trials of this driver, mirror the other drivers' new ones, and move the progress bar."""
+        self.settled += settled
+        self.counted += settled
+        self.take_foreign()
+        if settled:
+            bar.update(settled)
+            bar.set_postfix(self.tally.postfix(), refresh=False)
+
     def run(self, deadline: float | None, progress: bool) -> str:
         """Run until the study has ``--trials`` settled trials (other drivers' included) or the deadline passes;
         returns the stop reason."""
@@ -270,26 +279,14 @@ class Driver:
                     if deadline is not None and time.monotonic() > deadline:  # checked per trial: lookups never wait
                         status = "timeout"
                         break
-                    settled = self.propose()
-                    self.settled += settled
-                    self.counted += settled
-                    self.take_foreign()
-                    if settled:
-                        bar.update(settled)
-                        bar.set_postfix(self.tally.postfix(), refresh=False)
+                    self._settled(self.propose(), bar)
                 if not self.in_flight:
                     break
                 timeout_s = None if deadline is None else max(0.1, deadline - time.monotonic())
                 if self.pruning:  # wake up often enough to answer the workers' reports
                     self.serve_reports()
                     timeout_s = 0.05 if timeout_s is None else min(timeout_s, 0.05)
-                settled = self.collect(timeout_s=timeout_s)
-                self.settled += settled
-                self.counted += settled
-                self.take_foreign()
-                if settled:
-                    bar.update(settled)
-                    bar.set_postfix(self.tally.postfix(), refresh=False)
+                self._settled(self.collect(timeout_s=timeout_s), bar)
         return status
 
 

@@ -33,7 +33,7 @@ from common.errors import UserFacingError
 from common.files import ensure_folder, replace_dir_atomic, write_json_atomic
 from latency_tables import NETWORK_PASSES, TargetUnavailableError, open_table
 from nas.onnx_export import OnnxResult, export_onnx, onnxruntime_ms
-from nas.trial_record import Attr, TrialRecord, best_record, pareto_records, records
+from nas.trial_record import TrialRecord, best_record, pareto_records, records
 from search_spaces import ArchSpec, build_model, count_flops, count_params, fold_batchnorm, mixer_entry
 
 __all__ = ["ExportError", "Exported", "export_study", "export_record", "model_name", "choose", "plot_pareto",
@@ -95,7 +95,7 @@ def _module_source(name: str, row: TrialRecord, attrs: dict) -> str:
     modules = sorted({mixer_entry(stage.mixer.kind).module for stage in row.spec.stages} - {"search_spaces.spec"})
     mixer_imports = "".join(f"import {module}  # registers its mixer\n" for module in modules)
     return _MODULE.format(name=name, study=attrs["study"], trial=row.number, target=attrs["target"],
-                          latency_ms=row.latency_ms, budget_ms=attrs[Attr.BUDGET_MS], source=row.latency_source,
+                          latency_ms=row.latency_ms, budget_ms=attrs["budget_ms"], source=row.latency_source,
                           arch_json=row.spec.to_json(), resolution=attrs.get("resolution", 224),
                           mixer_imports=mixer_imports)
 
@@ -216,7 +216,7 @@ def plot_pareto(rows: list[TrialRecord], attrs: dict, marked: list[tuple[TrialRe
                      "tab:green", zorder=3)
         axes.annotate(f"t{row.number}", (row.latency_ms, row.proxy), textcoords="offset points", xytext=(5, 5),
                       fontsize=8)
-    axes.axvline(attrs[Attr.BUDGET_MS], color="gray", linestyle="--", label=f"budget {attrs['budget_ms']:g} ms")
+    axes.axvline(attrs["budget_ms"], color="gray", linestyle="--", label=f"budget {attrs['budget_ms']:g} ms")
     axes.set_xlabel(f"predicted latency on {attrs['target']} (ms)")
     axes.set_ylabel(f"proxy: {attrs['proxy']}")
     axes.set_title(f"{attrs['study']}: {len(rows)} trials, {over} over budget (not evaluated)", fontsize=10)
@@ -247,7 +247,7 @@ def export_record(row: TrialRecord, role: str, attrs: dict, export_root: Path, p
         shutil.copyfile(pareto_png, staging / "pareto.png")
         write_json_atomic(staging / "export.json", {
             "name": name, "role": role, "trial": row.number, "study": attrs["study"], "target": attrs["target"],
-            "budget_ms": attrs[Attr.BUDGET_MS], "latency_ms": row.latency_ms, "latency_source": row.latency_source,
+            "budget_ms": attrs["budget_ms"], "latency_ms": row.latency_ms, "latency_source": row.latency_source,
             "breakdown_ms": row.breakdown_ms, "measured": measured, "params": params, "flops": flops,
             "proxy": {attrs["proxy"]: row.proxy},
             "onnx": None if onnx_result is None else {**onnx_result.to_dict(), "onnxruntime_ms": onnx_ms}})

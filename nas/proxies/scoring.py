@@ -5,21 +5,19 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from nas.proxies.registry import DATA_FREE, PROXIES, ProxyError
-from nas.proxies.training import ReportFn, TrainRecipe
+from nas.proxies.training import ArrayLike, ReportFn, TrainRecipe
 from search_spaces import ArchSpec, build_model
 
 __all__ = ["ProxyJob", "ProxyResult", "ReportFn", "score"]
 
 _log = logging.getLogger(__name__)
 ModelFactory = Callable[[], nn.Module]
-ArrayLike = Union[torch.Tensor, np.ndarray]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from nas.proxies.registry import ProxyError
 if TYPE_CHECKING:
     from nas.proxies.scoring import ProxyJob
 
-__all__ = ["TrainRecipe", "short_train", "ReportFn"]
+__all__ = ["TrainRecipe", "short_train", "ReportFn", "ArrayLike"]
 
 _log = logging.getLogger(__name__)
 ReportFn = Callable[[int, float], bool]
