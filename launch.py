@@ -84,6 +84,7 @@ def _open_table(args: argparse.Namespace):
 def cmd_measure(args: argparse.Namespace) -> None:
     from latency_tables.blocks import decompose, space_blocks
     from latency_tables.measure import quick_settings
+    from latency_tables.measurer import TableMeasurer
     from latency_tables.table import LatencyTable
     from latency_tables.targets import current_device_string, get_target
     from search_spaces import REFERENCE_ARCHS, sample_archs
@@ -92,11 +93,12 @@ def cmd_measure(args: argparse.Namespace) -> None:
     table = _open_table(args)
     if args.repeats is not None:  # a quicker, noisier table
         table = LatencyTable(table.target, table.db, quick_settings(table.settings, args.repeats))
+    measurer = TableMeasurer(table)
     if args.check:
-        _check_drift(table, args.check)
+        _check_drift(measurer, args.check)
         return
     if args.refit:
-        _refit_correction(table)
+        _refit_correction(measurer)
         return
     resolution = table.settings.resolution
     if args.archs is None:
@@ -111,10 +113,10 @@ def cmd_measure(args: argparse.Namespace) -> None:
     missing = len(table.missing(blocks))
     print(f"{args.target} table {table.db.url}: {len(table.entries())} entries; measuring {missing} missing "
           f"of {scope} (batch {table.settings.batch}, {resolution}x{resolution}, {table.settings.dtype})")
-    measured = table.measure_missing(blocks)
+    measured = measurer.measure_missing(blocks)
     print(f"measured {measured} entries; the table now has {len(table.entries())}")
     if args.networks:
-        _print_fit(table.fit_correction(sample_archs(args.networks, args.seed + 1000, space)))
+        _print_fit(measurer.fit_correction(sample_archs(args.networks, args.seed + 1000, space)))
 
 
 def _print_fit(fit) -> None:
@@ -124,16 +126,18 @@ def _print_fit(fit) -> None:
           f"{fit.median_abs_err_before:.1%} -> {fit.median_abs_err_after:.1%})")
 
 
-def _refit_correction(table) -> None:
+def _refit_correction(measurer) -> None:
+    table = measurer.table
     networks = [spec for spec, _ in table.correction_networks()]
     if not networks:
         raise UsageError(f"the {table.target.name} table has no correction with stored networks to refit: fit one "
                          f"with `launch.py measure --target {table.target.name} --archs N --networks 40`")
-    _print_fit(table.fit_correction(networks))
+    _print_fit(measurer.fit_correction(networks))
 
 
-def _check_drift(table, sample: int) -> None:
-    drifts = [table.drift(sample), table.network_drift()]
+def _check_drift(measurer, sample: int) -> None:
+    table = measurer.table
+    drifts = [measurer.drift(sample), measurer.network_drift()]
     for drift in filter(None, drifts):
         stored = "stored entries" if drift.what == "entries" else "networks of its additivity correction"
         print(f"{drift.timed} {stored} timed again: now {drift.ratio:.3f}x their stored times (p20 {drift.p20:.3f}x, "

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.block_costs import variant_name  # noqa: E402
 from latency_tables.estimate import CALIBRATION_SAMPLE, fitted_estimator  # noqa: E402
-from latency_tables.table import _block_from_key, open_table  # noqa: E402
+from latency_tables.table import block_from_key, open_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     random.Random(args.seed).shuffle(items)
     items = items[:args.max_entries]
     started = time.perf_counter()
-    samples = [(_block_from_key(key, shape), m.median_ms) for (key, shape), m in items]
+    samples = [(block_from_key(key, shape), m.median_ms) for (key, shape), m in items]
     half = len(samples) // 2
     s = table.settings
     measured = [ms for _, ms in samples[half:]]

@@ -7,7 +7,7 @@ the rank correlation, and how far the first half of the passes lands from the se
 beat on this machine. Before the networks, a sample of the table's entries is timed again (`LatencyTable.drift`):
 a table measured while the machine ran at another speed is off by that much whatever its additivity, so the
 errors are also reported with the measured times divided by that ratio (labelled; the goal is judged on the
-plain ones). Eight of the correction's networks are timed again too (`LatencyTable.network_drift`).
+plain ones). Eight of the correction's networks are timed again too (`TableMeasurer.network_drift`).
 
 With ``--fresh-table`` the table is measured by the run itself into a temporary database: the blocks of the test
 architectures and of `--correction-networks` other networks (sampled with seed + 1000, as `launch.py measure`
@@ -40,10 +40,11 @@ import numpy as np  # noqa: E402
 from benchmarks._io import spearman, write_json_atomic  # noqa: E402
 from latency_tables.blocks import decompose  # noqa: E402
 from latency_tables.measure import quick_settings, time_networks  # noqa: E402
+from latency_tables.measurer import TableMeasurer  # noqa: E402
 from latency_tables.correction import AdditivityCorrection  # noqa: E402
 from latency_tables.table import LatencyTable, default_settings, open_table  # noqa: E402
 from latency_tables.storage import LatencyDB  # noqa: E402
-from latency_tables.targets import current_device_string, get_target, software_versions  # noqa: E402
+from latency_tables.targets import get_target, software_versions  # noqa: E402
 from search_spaces import DEFAULT_SPACE, sample_archs  # noqa: E402
 
 
@@ -107,16 +108,16 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, table: LatencyTable) -> int:
     if args.repeats:
         table = LatencyTable(table.target, table.db, quick_settings(table.settings, args.repeats))
-    device = table.torch_device
-    device_string = current_device_string(table.target)
+    measurer = TableMeasurer(table)
+    device, device_string = measurer.device, measurer.device_string
     specs = sample_archs(args.archs, args.seed, DEFAULT_SPACE)
     resolution = table.settings.resolution
     correction_specs = (sample_archs(args.correction_networks, args.seed + 1000, DEFAULT_SPACE)
                         if args.fresh_table else [])
-    measured_now = table.measure_missing([b for spec in specs + correction_specs
-                                          for b in decompose(spec, resolution)])
-    drift = table.drift(args.drift_blocks) if args.drift_blocks and not args.fresh_table else None
-    network_drift = table.network_drift() if args.drift_blocks and not args.fresh_table else None
+    measured_now = measurer.measure_missing([b for spec in specs + correction_specs
+                                             for b in decompose(spec, resolution)])
+    drift = measurer.drift(args.drift_blocks) if args.drift_blocks and not args.fresh_table else None
+    network_drift = measurer.network_drift() if args.drift_blocks and not args.fresh_table else None
     for timed in filter(None, (drift, network_drift)):
         print(f"{timed.timed} stored {timed.what} timed again: now {timed.ratio:.3f}x their stored times", flush=True)
     timed = _interleave(specs, correction_specs)
@@ -128,7 +129,7 @@ def _run(args: argparse.Namespace, table: LatencyTable) -> int:
     medians = dict(zip((spec.digest() for spec in timed),
                        zip(time_networks(timed, table.settings, device, args.passes, record), per_pass)))
     if args.fresh_table:
-        fit = table.store_correction(correction_specs, [medians[spec.digest()][0] for spec in correction_specs])
+        fit = measurer.store_correction(correction_specs, [medians[spec.digest()][0] for spec in correction_specs])
         print(f"fresh table: {measured_now} entries; correction {dataclasses.asdict(fit)}", flush=True)
     half = args.passes // 2
     rows = []

@@ -11,8 +11,8 @@ from common.lazy import lazy_namespace
 _EXPORTS = {
     **dict.fromkeys(("Block", "decompose", "space_blocks"), "blocks"),
     "EstimationError": "estimate",
-    **dict.fromkeys(("NETWORK_PASSES", "LatencyTable", "Prediction", "StageLatency", "open_table", "predict"),
-                    "table"),
+    **dict.fromkeys(("LatencyTable", "Prediction", "StageLatency", "open_table", "predict"), "table"),
+    **dict.fromkeys(("NETWORK_PASSES", "Drift", "TableMeasurer"), "measurer"),
     **dict.fromkeys(("DeviceMismatchError", "LatencyDB", "LatencyDBError"), "storage"),
     **dict.fromkeys(("TARGETS", "Target", "TargetUnavailableError", "UnknownTargetError", "get_target"), "targets"),
 }

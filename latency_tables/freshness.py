@@ -3,7 +3,7 @@
 A CPU table is a property of one machine at one time: the same VM kind (an identical device string) ran the
 shipped table's networks 1.5-2.2x slower on another day (issue 15). `check_fit` times a handful of stored entries
 and one of the correction's networks again (a few seconds) and compares them with their stored times; beyond
-`FIT_TOLERANCE` the table does not fit and its users stop, re-measure (`LatencyTable.remeasure`, whose duration
+`FIT_TOLERANCE` the table does not fit and its users stop, re-measure (`TableMeasurer.remeasure`, whose duration
 `remeasure_seconds` estimates) or go on labelled stale. A table this machine measured within `FRESH_S` is
 trusted without timing (the tests' and a user's just-measured tables).
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from latency_tables.table import NETWORK_PASSES, Drift, LatencyTable
-from latency_tables.targets import current_device_string
+from latency_tables.measurer import NETWORK_PASSES, Drift, TableMeasurer
+from latency_tables.table import LatencyTable
 
 __all__ = ["FIT_TOLERANCE", "FRESH_S", "TableFit", "check_fit", "remeasure_seconds", "about"]
 
@@ -50,14 +50,14 @@ def check_fit(table: LatencyTable, now: datetime.datetime | None = None) -> Tabl
     `TargetUnavailableError` if this machine cannot run the target."""
     if table.target.kind != "cpu" or not table.entries():
         return None
-    device = current_device_string(table.target)
+    measurer = TableMeasurer(table)
     now = now or datetime.datetime.now(datetime.timezone.utc)
     newest = max(table.entries().values(), key=lambda m: m.measured_at)
     age_s = (now - newest.measured_at).total_seconds()
-    if age_s < FRESH_S and table.db.claimed_device(table.target.name) == device:
+    if age_s < FRESH_S and table.db.claimed_device(table.target.name) == measurer.device_string:
         return TableFit(True, f"{table.target.name} table measured on this machine {age_s / 60:.0f} min ago")
-    entries = table.drift(CHECK_ENTRIES)
-    networks = table.network_drift(CHECK_NETWORKS)
+    entries = measurer.drift(CHECK_ENTRIES)
+    networks = measurer.network_drift(CHECK_NETWORKS)
     decisive = networks or entries  # a prediction is fitted to networks: their drift is what a budget sees
     timed = f"{entries.timed} stored entries run {entries.ratio:.2f}x their stored times" + (
         f", {networks.timed} correction network {networks.ratio:.2f}x" if networks else "")
@@ -68,7 +68,7 @@ def check_fit(table: LatencyTable, now: datetime.datetime | None = None) -> Tabl
 
 
 def remeasure_seconds(table: LatencyTable) -> float:
-    """About how long `LatencyTable.remeasure` takes here: each entry and correction network timed as the
+    """About how long `TableMeasurer.remeasure` takes here: each entry and correction network timed as the
     measurer does (warm-up, then repeats until ``min_time_s``), at the table's stored speed."""
     s = table.settings
 

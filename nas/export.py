@@ -31,7 +31,7 @@ import torch
 
 from common.errors import UserFacingError
 from common.files import ensure_folder, replace_dir_atomic, write_json_atomic
-from latency_tables import NETWORK_PASSES, TargetUnavailableError, open_table
+from latency_tables import NETWORK_PASSES, TableMeasurer, TargetUnavailableError, open_table
 from nas.onnx_export import OnnxResult, export_onnx, onnxruntime_ms
 from nas.trial_record import TrialRecord, best_record, pareto_records, records
 from search_spaces import ArchSpec, build_model, count_flops, count_params, fold_batchnorm, mixer_entry
@@ -107,7 +107,7 @@ def _measured_here(spec: ArchSpec, attrs: dict) -> str | None:
     try:
         table = open_table(attrs["target"], db=None, batch=attrs.get("batch"), resolution=attrs.get("resolution"),
                            dtype=attrs.get("dtype"), create=False, runtime=attrs.get("runtime"))
-        timing = table.measure_network(spec, passes=NETWORK_PASSES)
+        timing = TableMeasurer(table).measure_network(spec, passes=NETWORK_PASSES)
     except TargetUnavailableError:
         return None
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -34,8 +34,8 @@ import optuna
 
 from common.errors import UserFacingError
 from common.files import ensure_folder, write_json_atomic
-from latency_tables import (EstimationError, LatencyDBError, LatencyTable, TargetUnavailableError, UnknownTargetError,
-                            open_table)
+from latency_tables import (EstimationError, LatencyDBError, LatencyTable, TableMeasurer, TargetUnavailableError,
+                            UnknownTargetError, open_table)
 from latency_tables.freshness import TableFit, about, check_fit, remeasure_seconds
 from nas.config import ConfigError, SearchConfig
 from nas.data import load_data
@@ -83,7 +83,7 @@ def check_table(table: LatencyTable, remeasure: bool, accept_stale: bool, progre
         say(f"{fit.summary}; --remeasure: timing its {len(table.entries())} entries and "
             f"{len(table.correction_networks())} correction networks again here, {about(remeasure_seconds(table))}")
         try:
-            table.remeasure(progress)
+            TableMeasurer(table).remeasure(progress)
         except LatencyDBError as error:
             raise ConfigError(str(error)) from None
         return TableFit(True, f"{fit.summary}; re-measured on this machine (--remeasure)", fit.entries, fit.networks)

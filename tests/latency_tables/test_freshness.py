@@ -3,19 +3,19 @@ re-measured on request (the machine's speed faked through the measurer's timing 
 from __future__ import annotations
 
 import datetime
-import importlib
 
 import pytest
 
 from latency_tables.blocks import decompose
+from latency_tables import measurer as measurer_module
 from latency_tables.freshness import FIT_TOLERANCE, check_fit, remeasure_seconds
 from latency_tables.measure import Timing
+from latency_tables.measurer import TableMeasurer
 from latency_tables.table import LatencyTable, default_settings
 from latency_tables.storage import LatencyDB, Measurement
-from latency_tables.targets import current_device_string, get_target
+from latency_tables.targets import get_target
 from search_spaces import TINY_ARCHS
 
-predict_module = importlib.import_module("latency_tables.table")
 RESOLUTION = 32
 SPECS = [TINY_ARCHS[name] for name in ("tiny_window", "tiny_conv", "tiny_strip")]
 WEEK_AGO = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=7)
@@ -26,14 +26,14 @@ def stored_table(tmp_path, measured_at: datetime.datetime = WEEK_AGO) -> Latency
     at 1.2x the sum of their entries; every entry stored as measured at `measured_at`."""
     target = get_target("cpu")
     table = LatencyTable(target, LatencyDB(tmp_path / "cpu.sqlite"), default_settings(target, resolution=RESOLUTION))
-    device = current_device_string(target)
+    measurer = TableMeasurer(table)
     blocks = {(b.key, b.in_shape): b for spec in SPECS for b in decompose(spec, RESOLUTION)}
     for index, block in enumerate(blocks.values()):
         ms = 0.1 + 0.01 * index
-        table.db.put(table._entry_key(block, device), Measurement(median_ms=ms, p20_ms=ms, p80_ms=ms, repeats=10,
-                                                                  threads=2, settings={}, measured_at=measured_at))
-    table._entries = None
-    table.store_correction(SPECS, [1.2 * table.correction_inputs(spec)[0] for spec in SPECS])
+        table.db.put(measurer.entry_key(block), Measurement(median_ms=ms, p20_ms=ms, p80_ms=ms, repeats=10,
+                                                            threads=2, settings={}, measured_at=measured_at))
+    table.forget()
+    measurer.store_correction(SPECS, [1.2 * table.correction_inputs(spec)[0] for spec in SPECS])
     return table
 
 
@@ -58,9 +58,9 @@ def machine_at(monkeypatch, table: LatencyTable, slowdown: float) -> list[str]:
     def networks_in_passes(specs, settings, device, passes, on_timing=None):
         return [network(spec, settings, device).median_ms for spec in specs]
 
-    monkeypatch.setattr(predict_module, "time_block", block)
-    monkeypatch.setattr(predict_module, "time_network", network)
-    monkeypatch.setattr(predict_module, "time_networks", networks_in_passes)
+    monkeypatch.setattr(measurer_module, "time_block", block)
+    monkeypatch.setattr(measurer_module, "time_network", network)
+    monkeypatch.setattr(measurer_module, "time_networks", networks_in_passes)
     return timed
 
 
@@ -104,7 +104,7 @@ def test_remeasure_times_every_entry_again_and_refits_the_correction(tmp_path, m
         53 * ms / 1000 for _, ms in table.correction_networks()) * 3
     assert remeasure_seconds(table) == pytest.approx(expected_s)
     machine_at(monkeypatch, table, 1.9)
-    assert table.remeasure(progress=False) == len(before)
+    assert TableMeasurer(table).remeasure(progress=False) == len(before)
     again = LatencyTable(table.target, LatencyDB(tmp_path / "cpu.sqlite"), table.settings)
     assert {key: m.median_ms for key, m in again.entries().items()} == pytest.approx(
         {key: 1.9 * ms for key, ms in before.items()})
